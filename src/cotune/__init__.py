@@ -1,0 +1,10 @@
+"""cotune: private multi-party fine-tuning of one shared LoRA adapter."""
+
+from importlib.metadata import PackageNotFoundError, version
+
+try:
+    __version__ = version("cotune")
+except PackageNotFoundError:  # running from a source tree that was never installed
+    __version__ = "0.0.0+unknown"
+
+__all__ = ["__version__"]

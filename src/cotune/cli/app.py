@@ -1,0 +1,44 @@
+"""The ``cotune`` entry point: global options and the subcommands."""
+
+from __future__ import annotations
+
+import typer
+
+from cotune import __version__
+from cotune.cli import demo, keys
+
+app = typer.Typer(
+    name="cotune",
+    help=(
+        "Private multi-party fine-tuning: several parties train one shared LoRA adapter "
+        "on their combined data without anyone seeing anyone else's raw data."
+    ),
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+)
+app.add_typer(keys.app, name="keys")
+app.command("demo")(demo.demo)
+
+
+def _print_version(value: bool) -> None:
+    if value:
+        typer.echo(f"cotune {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def root(
+    version: bool = typer.Option(
+        False,
+        "--version",
+        callback=_print_version,
+        is_eager=True,
+        help="Print the version and exit.",
+    ),
+) -> None:
+    """Private multi-party fine-tuning of one shared LoRA adapter."""
+
+
+def main() -> None:
+    """Console-script entry point."""
+    app()

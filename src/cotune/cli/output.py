@@ -1,0 +1,70 @@
+"""Shared CLI plumbing: consoles, ``--json`` output, progress bars and clean error exits."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import sys
+from collections.abc import Callable, Iterator
+from typing import Any, NoReturn
+
+import typer
+from rich.console import Console
+from rich.progress import (
+    BarColumn,
+    DownloadColumn,
+    Progress,
+    TextColumn,
+    TimeRemainingColumn,
+    TransferSpeedColumn,
+)
+
+from cotune.crypto.errors import CryptoError
+from cotune.storage.errors import StorageError
+
+console = Console()
+err_console = Console(stderr=True)
+
+JsonOption = typer.Option(
+    False, "--json", help="Print one JSON object for scripts instead of text."
+)
+
+
+def print_json(payload: Any) -> None:
+    """Write ``payload`` as one JSON line on stdout."""
+    sys.stdout.write(json.dumps(payload, sort_keys=True) + "\n")
+
+
+def fail(message: str, code: int = 1) -> NoReturn:
+    """Print ``error: message`` on stderr and exit with ``code``."""
+    err_console.print(f"[bold red]error:[/] {message}", highlight=False)
+    raise typer.Exit(code)
+
+
+@contextlib.contextmanager
+def friendly_errors() -> Iterator[None]:
+    """Turn the library's expected failures into one-line errors instead of tracebacks."""
+    try:
+        yield
+    except (CryptoError, StorageError, ValueError, OSError) as exc:
+        fail(f"{type(exc).__name__}: {exc}")
+
+
+@contextlib.contextmanager
+def byte_progress(
+    label: str, total: int, *, enabled: bool = True
+) -> Iterator[Callable[[int], None]]:
+    """A transfer progress bar on stderr; yields the ``advance(nbytes)`` callback."""
+    if not enabled or not err_console.is_terminal:
+        yield lambda _n: None
+        return
+    columns = (
+        TextColumn("[bold]{task.description}"),
+        BarColumn(),
+        DownloadColumn(),
+        TransferSpeedColumn(),
+        TimeRemainingColumn(),
+    )
+    with Progress(*columns, console=err_console, transient=True) as progress:
+        task = progress.add_task(label, total=total)
+        yield lambda n: progress.advance(task, n)

@@ -1,0 +1,1 @@
+"""Helpers shared by every layer: nothing here knows about chains, storage or training."""
