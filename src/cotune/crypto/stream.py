@@ -69,6 +69,17 @@ def _no_progress(_: int) -> None:
     return None
 
 
+def _bound_info(info: bytes, fixed_header: bytes) -> bytes:
+    # Sealing the file key under the fixed header fields authenticates them before any
+    # length or chunk count from the header is trusted.
+    return info + b"|cotune-stream-header=" + hashlib.sha256(fixed_header).digest()
+
+
+def _sealed_key_length(suite: HpkeSuite) -> int:
+    # version (1) + KEM id (2) + fingerprint, then enc, the key and the AEAD tag
+    return 3 + FINGERPRINT_SIZE + suite.enc_size + _KEY_SIZE + TAG_SIZE
+
+
 def _nonce(counter: int, last: bool) -> bytes:
     return bytes(7) + counter.to_bytes(4, "big") + (b"\x01" if last else b"\x00")
 
@@ -109,26 +120,26 @@ class StreamHeader:
     def build(
         cls,
         recipient: HpkePublicKey,
-        sealed_key: bytes,
+        file_key: bytes,
+        info: bytes,
         chunk_size: int,
         plaintext_length: int,
     ) -> StreamHeader:
-        """Serialise a header for a new stream."""
-        raw = (
-            _FIXED.pack(
-                MAGIC,
-                FORMAT_VERSION,
-                recipient.suite.kem_id,
-                KDF_ID_HKDF_SHA256,
-                AEAD_ID_AES_256_GCM,
-                STREAM_AEAD_AES_256_GCM,
-                chunk_size,
-                plaintext_length,
-                recipient.fingerprint(),
-                len(sealed_key),
-            )
-            + sealed_key
+        """Serialise a header for a new stream, sealing ``file_key`` to ``recipient``."""
+        fixed = _FIXED.pack(
+            MAGIC,
+            FORMAT_VERSION,
+            recipient.suite.kem_id,
+            KDF_ID_HKDF_SHA256,
+            AEAD_ID_AES_256_GCM,
+            STREAM_AEAD_AES_256_GCM,
+            chunk_size,
+            plaintext_length,
+            recipient.fingerprint(),
+            _sealed_key_length(recipient.suite),
         )
+        sealed_key = seal(file_key, recipient, _bound_info(info, fixed))
+        raw = fixed + sealed_key
         return cls(
             recipient.suite, chunk_size, plaintext_length, recipient.fingerprint(), sealed_key, raw
         )
@@ -224,7 +235,7 @@ def encrypt_stream(
         raise ValueError(f"chunk_size must be in 1..{MAX_CHUNK_SIZE}")
     length = _plaintext_length(source) if plaintext_length is None else plaintext_length
     file_key = AESGCM.generate_key(bit_length=256)
-    header = StreamHeader.build(recipient, seal(file_key, recipient, info), chunk_size, length)
+    header = StreamHeader.build(recipient, file_key, info, chunk_size, length)
     aad = hashlib.sha256(header.raw).digest()
     aead = AESGCM(file_key)
     sink.write(header.raw)
@@ -262,7 +273,8 @@ class _Decryptor:
                 f"stream was encrypted to key {self.header.recipient_fingerprint.hex()}, "
                 f"not to this key {private_key.public_key().fingerprint().hex()}"
             )
-        file_key = unseal(self.header.sealed_key, private_key, info)
+        fixed = self.header.raw[: _FIXED.size]
+        file_key = unseal(self.header.sealed_key, private_key, _bound_info(info, fixed))
         if len(file_key) != _KEY_SIZE:
             raise MalformedCiphertextError("sealed file key has the wrong length")
         self.aead = AESGCM(file_key)
