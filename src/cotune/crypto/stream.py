@@ -24,7 +24,7 @@ import hashlib
 import io
 import os
 import struct
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO, Final
@@ -33,6 +33,7 @@ from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 from cotune.common.atomic import atomic_writer
+from cotune.common.progress import Progress, no_progress
 from cotune.crypto.errors import (
     ChunkAuthenticationError,
     ChunkOrderError,
@@ -61,12 +62,6 @@ TAG_SIZE: Final = 16
 _MAX_CHUNKS: Final = 1 << 32
 _FIXED = struct.Struct(f">4sBHHHBIQ{FINGERPRINT_SIZE}sH")
 _KEY_SIZE: Final = 32
-
-Progress = Callable[[int], None]
-
-
-def _no_progress(_: int) -> None:
-    return None
 
 
 def _bound_info(info: bytes, fixed_header: bytes) -> bytes:
@@ -223,7 +218,7 @@ def encrypt_stream(
     *,
     chunk_size: int = DEFAULT_CHUNK_SIZE,
     plaintext_length: int | None = None,
-    progress: Progress = _no_progress,
+    progress: Progress = no_progress,
 ) -> int:
     """Encrypt ``source`` to ``sink`` for ``recipient`` under context ``info``.
 
@@ -347,7 +342,7 @@ def decrypt_stream_to_path(
     info: bytes,
     *,
     mode: int = 0o600,
-    progress: Progress = _no_progress,
+    progress: Progress = no_progress,
 ) -> int:
     """Decrypt to ``destination``, which appears only after the final chunk verifies.
 
@@ -373,7 +368,7 @@ def encrypt_file(
     info: bytes,
     *,
     chunk_size: int = DEFAULT_CHUNK_SIZE,
-    progress: Progress = _no_progress,
+    progress: Progress = no_progress,
 ) -> int:
     """Encrypt the file ``source`` into ``destination`` atomically; returns bytes written."""
     with Path(source).open("rb") as src:
@@ -398,7 +393,7 @@ def decrypt_file(
     private_key: HpkePrivateKey,
     info: bytes,
     *,
-    progress: Progress = _no_progress,
+    progress: Progress = no_progress,
 ) -> int:
     """Decrypt the file ``source`` into ``destination`` (see :func:`decrypt_stream_to_path`)."""
     with Path(source).open("rb") as src:

@@ -4,19 +4,14 @@ from __future__ import annotations
 
 import abc
 import io
-from collections.abc import Callable
 from pathlib import Path
 from typing import BinaryIO
 
 from cotune.common.atomic import atomic_writer
+from cotune.common.progress import Progress, no_progress
 from cotune.storage.blob import READ_BLOCK, BlobRef, validate_cid
 
 Source = BinaryIO | bytes | bytearray | memoryview
-Progress = Callable[[int], None]
-
-
-def _no_progress(_: int) -> None:
-    return None
 
 
 def as_stream(source: Source) -> BinaryIO:
@@ -37,7 +32,7 @@ class BlobStore(abc.ABC):
     url: str
 
     @abc.abstractmethod
-    def put(self, source: Source, *, progress: Progress = _no_progress) -> BlobRef:
+    def put(self, source: Source, *, progress: Progress = no_progress) -> BlobRef:
         """Store the bytes of ``source`` and return their reference."""
 
     @abc.abstractmethod
@@ -60,7 +55,7 @@ class BlobStore(abc.ABC):
     def exists(self, cid: str) -> bool:
         """Whether a blob with this content id is stored."""
 
-    def put_file(self, path: Path, *, progress: Progress = _no_progress) -> BlobRef:
+    def put_file(self, path: Path, *, progress: Progress = no_progress) -> BlobRef:
         """Store a file's bytes."""
         with Path(path).open("rb") as handle:
             return self.put(handle, progress=progress)
@@ -71,7 +66,7 @@ class BlobStore(abc.ABC):
             return reader.read()
 
     def download(
-        self, ref: BlobRef, destination: Path, *, progress: Progress = _no_progress
+        self, ref: BlobRef, destination: Path, *, progress: Progress = no_progress
     ) -> None:
         """Copy a blob to ``destination``, which appears only once the hash verified."""
         with self.open(ref) as reader, atomic_writer(Path(destination)) as handle:

@@ -16,7 +16,8 @@ from pathlib import Path
 from typing import BinaryIO, cast
 
 from cotune.common.atomic import fsync_directory
-from cotune.storage.base import BlobStore, Progress, Source, _no_progress, as_stream
+from cotune.common.progress import Progress, no_progress
+from cotune.storage.base import BlobStore, Source, as_stream
 from cotune.storage.blob import READ_BLOCK, BlobRef, RangeReader, VerifyingReader
 from cotune.storage.errors import BlobNotFoundError, StorageError
 
@@ -40,7 +41,7 @@ class LocalStore(BlobStore):
         cid = self._cid(cid)
         return self._objects / cid[:2] / cid[2:4] / cid
 
-    def put(self, source: Source, *, progress: Progress = _no_progress) -> BlobRef:
+    def put(self, source: Source, *, progress: Progress = no_progress) -> BlobRef:
         """Stream ``source`` into the store; atomic and idempotent."""
         stream = as_stream(source)
         digest = hashlib.sha256()

@@ -18,7 +18,8 @@ from boto3.s3.transfer import TransferConfig
 from botocore.config import Config
 from botocore.exceptions import BotoCoreError, ClientError
 
-from cotune.storage.base import BlobStore, Progress, Source, _no_progress, as_stream
+from cotune.common.progress import Progress, no_progress
+from cotune.storage.base import BlobStore, Source, as_stream
 from cotune.storage.blob import READ_BLOCK, BlobRef, RangeReader, VerifyingReader
 from cotune.storage.errors import BlobNotFoundError, StorageError
 
@@ -63,7 +64,7 @@ class S3Store(BlobStore):
         path = f"blobs/{cid[:2]}/{cid}"
         return f"{self.prefix}/{path}" if self.prefix else path
 
-    def put(self, source: Source, *, progress: Progress = _no_progress) -> BlobRef:
+    def put(self, source: Source, *, progress: Progress = no_progress) -> BlobRef:
         """Hash, then upload (multipart above the part size) unless already stored."""
         stream = as_stream(source)
         if stream.seekable():
