@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 PY_DIRS := src tests benchmarks
 
-.PHONY: help install demo test lint bench node constraints clean
+.PHONY: help install demo test lint bench node contracts contracts-check constraints clean
 
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F ':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
@@ -21,7 +21,7 @@ install: $(STAMP) ## Create .venv and install pinned dependencies (torch 2.13.0 
 demo: $(STAMP) ## Run the demo (for now: the crypto + storage round trip)
 	$(BIN)/cotune demo
 
-test: $(STAMP) ## Run the test suite
+test: $(STAMP) node ## Run the test suite (on the embedded chain and on a private anvil)
 	$(BIN)/pytest
 
 lint: $(STAMP) ## ruff (lint + format check) and mypy --strict on src
@@ -31,11 +31,18 @@ lint: $(STAMP) ## ruff (lint + format check) and mypy --strict on src
 
 bench: $(STAMP) ## Run the benchmarks (each prints a JSON object as its last line)
 	$(BIN)/python benchmarks/bench_crypto.py
+	$(BIN)/python benchmarks/bench_gas.py
 
 node: node_modules/.package-lock.json ## Install the pinned Node tools (solc, OpenZeppelin, anvil)
 
 node_modules/.package-lock.json: package.json package-lock.json
 	npm ci --no-audit --no-fund
+
+contracts: $(STAMP) node ## Recompile contracts/*.sol into src/cotune/chain/artifacts
+	$(BIN)/python scripts/build_contracts.py
+
+contracts-check: $(STAMP) node ## Fail if the committed artifacts differ from a fresh compile
+	$(BIN)/python scripts/build_contracts.py --check
 
 constraints: $(STAMP) ## Rewrite constraints.txt from the current .venv
 	@head -4 constraints.txt > constraints.txt.new

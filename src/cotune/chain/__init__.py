@@ -1,0 +1,51 @@
+"""The chain layer: contracts, compiled artifacts, typed clients, embedded chain, devnet.
+
+``connect("embedded")`` gives an in-process EVM; ``connect("http://…")`` any JSON-RPC
+node. ``deploy_all`` deploys the Coordinator, EnclaveRegistry, DevAttestationVerifier
+and ModelNFT; ``Contracts.at`` gives typed clients of a deployment.
+"""
+
+from cotune.chain.clients.coordinator import (
+    ContributionInfo,
+    ContributionStatus,
+    CoordinatorClient,
+    SessionInfo,
+    SessionParams,
+    SessionState,
+)
+from cotune.chain.clients.model_nft import ModelNftClient, ModelRecord
+from cotune.chain.clients.registry import DevVerifierClient, EnclaveRecord, EnclaveRegistryClient
+from cotune.chain.connection import EMBEDDED, Chain, connect
+from cotune.chain.deployment import Contracts, Deployment, deploy_all
+from cotune.chain.errors import ChainError, DeploymentError, RevertError, TransactionError
+from cotune.chain.statements import RejectionCertificate
+from cotune.chain.transactions import TxResult
+from cotune.chain.watcher import Cursor, EventWatcher
+
+__all__ = [
+    "EMBEDDED",
+    "Chain",
+    "ChainError",
+    "Contracts",
+    "ContributionInfo",
+    "ContributionStatus",
+    "CoordinatorClient",
+    "Cursor",
+    "Deployment",
+    "DeploymentError",
+    "DevVerifierClient",
+    "EnclaveRecord",
+    "EnclaveRegistryClient",
+    "EventWatcher",
+    "ModelNftClient",
+    "ModelRecord",
+    "RejectionCertificate",
+    "RevertError",
+    "SessionInfo",
+    "SessionParams",
+    "SessionState",
+    "TransactionError",
+    "TxResult",
+    "connect",
+    "deploy_all",
+]

@@ -1,0 +1,61 @@
+"""What every typed contract client shares: calls, sends and deployment."""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar, Self
+
+from eth_account.signers.local import LocalAccount
+from eth_utils.address import to_checksum_address
+
+from cotune.chain.artifacts import load_artifact
+from cotune.chain.connection import Chain
+from cotune.chain.errors import ChainError
+from cotune.chain.transactions import Transactor, TxResult, guard_call
+
+
+class ContractClient:
+    """A deployed contract seen through its ABI, acting as one account (or read-only)."""
+
+    CONTRACT: ClassVar[str] = ""
+
+    def __init__(self, chain: Chain, address: str, account: LocalAccount | None = None) -> None:
+        self.chain = chain
+        self.address = to_checksum_address(address)
+        self.contract = chain.w3.eth.contract(
+            address=self.address, abi=load_artifact(self.CONTRACT).abi
+        )
+        self._sender: Transactor | None = chain.sender(account) if account is not None else None
+
+    def as_account(self, account: LocalAccount) -> Self:
+        """The same contract, sending as ``account``."""
+        return type(self)(self.chain, self.address, account)
+
+    @property
+    def account_address(self) -> str:
+        """The address this client sends from."""
+        return self._require_sender().address
+
+    @classmethod
+    def deploy(cls, chain: Chain, account: LocalAccount, *args: Any) -> tuple[Self, TxResult]:
+        """Deploy the contract from ``account``; return a client and the deployment receipt."""
+        artifact = load_artifact(cls.CONTRACT)
+        factory = chain.w3.eth.contract(abi=artifact.abi, bytecode=artifact.bytecode)
+        result = chain.sender(account).send(cls.CONTRACT, "constructor", factory.constructor(*args))
+        receipt = chain.w3.eth.get_transaction_receipt(result.tx_hash)  # type: ignore[arg-type]
+        address = receipt["contractAddress"]
+        if address is None:
+            raise ChainError(f"deploying {cls.CONTRACT} produced no contract address")
+        return cls(chain, address, account), result
+
+    def _call(self, function: str, *args: Any) -> Any:
+        bound = self.contract.functions[function](*args)
+        return guard_call(self.chain.decoder, self.CONTRACT, function, bound.call)
+
+    def _send(self, function: str, *args: Any, value: int = 0) -> TxResult:
+        bound = self.contract.functions[function](*args)
+        return self._require_sender().send(self.CONTRACT, function, bound, value=value)
+
+    def _require_sender(self) -> Transactor:
+        if self._sender is None:
+            raise ChainError(f"this {self.CONTRACT} client is read-only: give it an account")
+        return self._sender

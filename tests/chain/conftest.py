@@ -1,0 +1,101 @@
+"""Chain fixtures: every test that takes ``chain`` runs on the embedded EVM and on anvil.
+
+Anvil is started once per test session on a free loopback port and stopped at the end.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import pytest
+from eth_account import Account
+from eth_account.signers.local import LocalAccount
+
+from cotune.chain import Chain, Contracts, Deployment, SessionParams, connect, deploy_all
+from cotune.chain.devnet import free_port, start_anvil
+
+BACKENDS = ["embedded", "anvil"]
+
+
+@pytest.fixture(scope="session")
+def anvil_url() -> Iterator[str]:
+    port = free_port()
+    proc = start_anvil(port)
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        proc.terminate()
+        proc.wait(timeout=20)
+
+
+@pytest.fixture(params=BACKENDS)
+def chain(request: pytest.FixtureRequest) -> Chain:
+    """A chain with funded dev accounts: a fresh embedded EVM, or the shared anvil."""
+    if request.param == "embedded":
+        return connect("embedded")
+    return connect(request.getfixturevalue("anvil_url"))
+
+
+@pytest.fixture
+def deployer(chain: Chain) -> LocalAccount:
+    return chain.dev_accounts[0]
+
+
+@pytest.fixture
+def deployment(chain: Chain, deployer: LocalAccount) -> Deployment:
+    """A fresh deployment of all four contracts (anvil: new addresses per test)."""
+    return deploy_all(chain, deployer, slash_window=3600)
+
+
+@pytest.fixture
+def contracts(chain: Chain, deployment: Deployment, deployer: LocalAccount) -> Contracts:
+    """Clients acting as the deployer (registry admin and dev authority)."""
+    return Contracts.at(chain, deployment, deployer)
+
+
+@dataclass(frozen=True)
+class Enclave:
+    """A registered dev enclave: its signer account, HPKE key, measurement and id."""
+
+    account: LocalAccount
+    hpke_public_key: bytes
+    measurement: bytes
+    enclave_id: int
+
+
+@pytest.fixture
+def enclave(chain: Chain, contracts: Contracts, deployer: LocalAccount) -> Enclave:
+    """A dev enclave registered through the dev verifier, funded to send transactions."""
+    account = Account.create()
+    hpke_key = b"\x00\x20" + os.urandom(32)
+    measurement = os.urandom(32)
+    evidence = contracts.verifier.attest(deployer, account.address, hpke_key, measurement)
+    enclave_id = contracts.registry.register(
+        account.address, hpke_key, measurement, contracts.verifier.address, evidence
+    )
+    chain.fund(account.address, 10**20)
+    return Enclave(account, hpke_key, measurement, enclave_id)
+
+
+def session_params(chain: Chain, enclave: Enclave, **overrides: object) -> SessionParams:
+    """Sensible session parameters pinned to ``enclave``; deadlines relative to chain time."""
+    now = chain.timestamp()
+    values: dict[str, object] = {
+        "enclave_id": enclave.enclave_id,
+        "measurement": enclave.measurement,
+        "quorum": 2,
+        "max_contributors": 3,
+        "submit_deadline": now + 1000,
+        "training_deadline": now + 5000,
+        "min_stake": 10**15,
+    }
+    values.update(overrides)
+    return SessionParams(**values)  # type: ignore[arg-type]
+
+
+@pytest.fixture
+def contributors(chain: Chain) -> list[LocalAccount]:
+    """Five dev accounts to submit from (the deployer, account 0, is the owner)."""
+    return chain.dev_accounts[1:6]
