@@ -1,5 +1,7 @@
 """Chain fixtures: every test that takes ``chain`` runs on the embedded EVM and on anvil.
 
+Shared types and helpers live in ``chain_fixtures`` (import it by that name).
+
 Anvil is started once per test session on a free loopback port and stopped at the end.
 """
 
@@ -7,13 +9,13 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterator
-from dataclasses import dataclass
 
 import pytest
+from chain_fixtures import Enclave
 from eth_account import Account
 from eth_account.signers.local import LocalAccount
 
-from cotune.chain import Chain, Contracts, Deployment, SessionParams, connect, deploy_all
+from cotune.chain import Chain, Contracts, Deployment, connect, deploy_all
 from cotune.chain.devnet import free_port, start_anvil
 
 BACKENDS = ["embedded", "anvil"]
@@ -55,16 +57,6 @@ def contracts(chain: Chain, deployment: Deployment, deployer: LocalAccount) -> C
     return Contracts.at(chain, deployment, deployer)
 
 
-@dataclass(frozen=True)
-class Enclave:
-    """A registered dev enclave: its signer account, HPKE key, measurement and id."""
-
-    account: LocalAccount
-    hpke_public_key: bytes
-    measurement: bytes
-    enclave_id: int
-
-
 @pytest.fixture
 def enclave(chain: Chain, contracts: Contracts, deployer: LocalAccount) -> Enclave:
     """A dev enclave registered through the dev verifier, funded to send transactions."""
@@ -77,22 +69,6 @@ def enclave(chain: Chain, contracts: Contracts, deployer: LocalAccount) -> Encla
     )
     chain.fund(account.address, 10**20)
     return Enclave(account, hpke_key, measurement, enclave_id)
-
-
-def session_params(chain: Chain, enclave: Enclave, **overrides: object) -> SessionParams:
-    """Sensible session parameters pinned to ``enclave``; deadlines relative to chain time."""
-    now = chain.timestamp()
-    values: dict[str, object] = {
-        "enclave_id": enclave.enclave_id,
-        "measurement": enclave.measurement,
-        "quorum": 2,
-        "max_contributors": 3,
-        "submit_deadline": now + 1000,
-        "training_deadline": now + 5000,
-        "min_stake": 10**15,
-    }
-    values.update(overrides)
-    return SessionParams(**values)  # type: ignore[arg-type]
 
 
 @pytest.fixture

@@ -20,11 +20,9 @@ ANVIL_MNEMONIC = "test test test test test test test test test test test junk"
 """The mnemonic anvil funds its dev accounts from (public: for local devnets only)."""
 DEV_ACCOUNT_COUNT = 10
 
-_RETRY = ExceptionRetryConfiguration(
-    errors=(requests.ConnectionError, requests.Timeout, requests.HTTPError),
-    retries=6,
-    backoff_factor=0.25,
-)
+RETRYABLE = (requests.ConnectionError, requests.Timeout, requests.HTTPError)
+"""Transport failures retried with exponential backoff (a refused or dropped connection,
+a timeout, an HTTP 429/5xx)."""
 
 
 class Chain:
@@ -118,8 +116,13 @@ class Chain:
         return response.get("result")
 
 
-def connect(url: str = EMBEDDED, *, timeout: float = 30.0) -> Chain:
-    """Connect to ``embedded`` (a fresh in-process EVM with funded accounts) or an RPC URL."""
+def connect(
+    url: str = EMBEDDED, *, timeout: float = 30.0, retries: int = 6, backoff: float = 0.1
+) -> Chain:
+    """Connect to ``embedded`` (a fresh in-process EVM with funded accounts) or an RPC URL.
+
+    Transient transport errors are retried ``retries`` times, sleeping ``backoff * 2**n``.
+    """
     if url == EMBEDDED:
         provider = EthereumTesterProvider()
         tester: Any = provider.ethereum_tester
@@ -132,7 +135,9 @@ def connect(url: str = EMBEDDED, *, timeout: float = 30.0) -> Chain:
         HTTPProvider(
             url,
             request_kwargs={"timeout": timeout},
-            exception_retry_configuration=_RETRY,
+            exception_retry_configuration=ExceptionRetryConfiguration(
+                errors=RETRYABLE, retries=retries, backoff_factor=backoff
+            ),
         )
     )
     try:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import typer
 
 from cotune import __version__
-from cotune.cli import demo, keys
+from cotune.cli import demo, devnet, keys
 
 app = typer.Typer(
     name="cotune",
@@ -17,6 +17,7 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
 )
 app.add_typer(keys.app, name="keys")
+app.add_typer(devnet.app, name="devnet")
 app.command("demo")(demo.demo)
 
 

@@ -11,6 +11,7 @@ import typer
 from cotune.cli.output import JsonOption, console, fail, friendly_errors, print_json
 from cotune.cli.passphrase import PassphraseEnvOption, read_passphrase
 from cotune.common.atomic import write_bytes_atomic
+from cotune.common.home import cotune_home
 from cotune.crypto.hpke import HpkeSuite
 from cotune.crypto.identity import Identity
 from cotune.crypto.keystore import load_keystore, read_keystore_info, save_keystore
@@ -27,7 +28,7 @@ app = typer.Typer(
 
 def default_keys_dir() -> Path:
     """``$COTUNE_HOME/keys``, with ``COTUNE_HOME`` defaulting to ``~/.cotune``."""
-    return Path(os.environ.get("COTUNE_HOME", Path.home() / ".cotune")) / "keys"
+    return cotune_home() / "keys"
 
 
 def resolve_keystore(name_or_path: str, keys_dir: Path | None) -> Path:

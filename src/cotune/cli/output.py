@@ -19,6 +19,7 @@ from rich.progress import (
     TransferSpeedColumn,
 )
 
+from cotune.chain.errors import ChainError
 from cotune.crypto.errors import CryptoError
 from cotune.storage.errors import StorageError
 
@@ -46,7 +47,7 @@ def friendly_errors() -> Iterator[None]:
     """Turn the library's expected failures into one-line errors instead of tracebacks."""
     try:
         yield
-    except (CryptoError, StorageError, ValueError, OSError) as exc:
+    except (ChainError, CryptoError, StorageError, ValueError, OSError) as exc:
         fail(f"{type(exc).__name__}: {exc}")
 
 

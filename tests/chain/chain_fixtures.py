@@ -1,0 +1,35 @@
+"""Helpers for chain tests, importable as ``chain_fixtures`` (conftest is not importable)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from eth_account.signers.local import LocalAccount
+
+from cotune.chain import Chain, SessionParams
+
+
+@dataclass(frozen=True)
+class Enclave:
+    """A registered dev enclave: its signer account, HPKE key, measurement and id."""
+
+    account: LocalAccount
+    hpke_public_key: bytes
+    measurement: bytes
+    enclave_id: int
+
+
+def session_params(chain: Chain, enclave: Enclave, **overrides: object) -> SessionParams:
+    """Sensible session parameters pinned to ``enclave``; deadlines relative to chain time."""
+    now = chain.timestamp()
+    values: dict[str, object] = {
+        "enclave_id": enclave.enclave_id,
+        "measurement": enclave.measurement,
+        "quorum": 2,
+        "max_contributors": 3,
+        "submit_deadline": now + 1000,
+        "training_deadline": now + 5000,
+        "min_stake": 10**15,
+    }
+    values.update(overrides)
+    return SessionParams(**values)  # type: ignore[arg-type]
