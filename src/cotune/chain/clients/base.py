@@ -25,6 +25,8 @@ class ContractClient:
             address=self.address, abi=load_artifact(self.CONTRACT).abi
         )
         self._sender: Transactor | None = chain.sender(account) if account is not None else None
+        self.last_tx: TxResult | None = None
+        """The receipt of this client's latest transaction (gas, events), for reporting."""
 
     def as_account(self, account: LocalAccount) -> Self:
         """The same contract, sending as ``account``."""
@@ -53,7 +55,8 @@ class ContractClient:
 
     def _send(self, function: str, *args: Any, value: int = 0) -> TxResult:
         bound = self.contract.functions[function](*args)
-        return self._require_sender().send(self.CONTRACT, function, bound, value=value)
+        self.last_tx = self._require_sender().send(self.CONTRACT, function, bound, value=value)
+        return self.last_tx
 
     def _require_sender(self) -> Transactor:
         if self._sender is None:
