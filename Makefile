@@ -3,7 +3,7 @@ PYTHON ?= $(shell command -v python3.11 || command -v python3)
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
-PY_DIRS := src tests benchmarks
+PY_DIRS := src tests benchmarks scripts
 
 .PHONY: help install demo test lint bench node contracts contracts-check constraints clean
 
