@@ -67,7 +67,7 @@ def enclave(chain: Chain, contracts: Contracts, deployer: LocalAccount) -> Encla
     enclave_id = contracts.registry.register(
         account.address, hpke_key, measurement, contracts.verifier.address, evidence
     )
-    chain.fund(account.address, 10**20)
+    chain.fund(account.address, 10**18)
     return Enclave(account, hpke_key, measurement, enclave_id)
 
 

@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from eth_account.signers.local import LocalAccount
-from eth_utils.address import to_checksum_address
+from eth_utils.address import is_address, is_checksum_address, to_checksum_address
 
 from cotune.chain.artifacts import load_artifact
 from cotune.chain.clients.coordinator import CoordinatorClient
@@ -66,7 +66,7 @@ class Deployment:
                 raise DeploymentError(
                     f"{source}: field {name!r} must be {kind.__name__}, got {value!r}"
                 )
-            values[name] = to_checksum_address(str(value)) if kind is str else value
+            values[name] = _address(value, name, source) if kind is str else value
         return cls(**values)
 
     def save(self, path: Path) -> None:
@@ -104,6 +104,14 @@ class Deployment:
             expected = load_artifact(name).deployed_bytecode
             if not _same_runtime(code, bytes.fromhex(expected[2:])):
                 raise DeploymentError(f"{name} at {address} is not the code this cotune ships")
+
+
+def _address(value: Any, name: str, source: str) -> str:
+    """A checksummed address, refusing malformed ones and mixed case with a bad checksum."""
+    text = str(value)
+    if not is_address(text) or (text != text.lower() and not is_checksum_address(text)):
+        raise DeploymentError(f"{source}: field {name!r} must be an address, got {value!r}")
+    return to_checksum_address(text)
 
 
 def _same_runtime(deployed: bytes, artifact: bytes) -> bool:

@@ -16,12 +16,12 @@ STATES = ("None", "Open", "Training", "Finalized", "Cancelled", "Expired")
 STATUSES = ("None", "Submitted", "Accepted", "Slashed", "Refunded")
 """``Coordinator.Status`` in declaration order."""
 
-_ENUM_ARGS: Mapping[str, tuple[str, ...]] = {
-    "actual": STATES,
-    "required": STATES,
-    "previous": STATES,
-    "status": STATUSES,
+_ENUM_ARGS: Mapping[tuple[str, str], tuple[str, ...]] = {
+    ("WrongState", "actual"): STATES,
+    ("WrongState", "required"): STATES,
+    ("NotEligible", "status"): STATUSES,
 }
+"""(error, argument) pairs whose integer values are enum members, shown by name."""
 
 _MESSAGES: Mapping[str, str] = {
     # Coordinator
@@ -79,6 +79,13 @@ _MESSAGES: Mapping[str, str] = {
     "ERC721InsufficientApproval": "{operator} may not move token {tokenId}",
     "ERC721InvalidReceiver": "{receiver} cannot receive model tokens",
     "ReentrancyGuardReentrantCall": "reentrant call",
+    "OwnableInvalidOwner": "{owner} cannot be the admin",
+    "ERC721InvalidApprover": "{approver} may not approve transfers of this token",
+    "ERC721InvalidOperator": "{operator} cannot be an operator",
+    "ERC721InvalidOwner": "{owner} cannot own model tokens",
+    "ERC721InvalidSender": "{sender} cannot send model tokens",
+    "InvalidShortString": "a string is too long for the EIP-712 domain",
+    "StringTooLong": "string {str} is too long",
     "SafeCastOverflowedUintDowncast": "value {value} does not fit in {bits} bits",
 }
 
@@ -115,7 +122,7 @@ class RevertError(ChainError):
 
 def describe_error(error: str, args: Mapping[str, Any]) -> str:
     """A sentence for a decoded custom error, with enums by name and bytes in hex."""
-    shown = {name: _show(name, value) for name, value in args.items()}
+    shown = {name: _show(error, name, value) for name, value in args.items()}
     template = _MESSAGES.get(error)
     if template is None:
         inner = ", ".join(f"{k}={v}" for k, v in shown.items())
@@ -123,8 +130,8 @@ def describe_error(error: str, args: Mapping[str, Any]) -> str:
     return template.format(**shown)
 
 
-def _show(name: str, value: Any) -> str:
-    names = _ENUM_ARGS.get(name)
+def _show(error: str, name: str, value: Any) -> str:
+    names = _ENUM_ARGS.get((error, name))
     if names is not None and isinstance(value, int) and 0 <= value < len(names):
         return names[value]
     if isinstance(value, bytes):
@@ -191,12 +198,15 @@ def revert_data(exc: BaseException) -> bytes | None:
         return data
     message = str(exc.args[0]) if exc.args else ""
     prefix = "execution reverted: "
-    if message.startswith(prefix):
-        payload = message[len(prefix) :]
+    if not message.startswith(prefix):
+        return None
+    payload = message[len(prefix) :]
+    try:
         if payload.startswith(("b'", 'b"')):
             value = ast.literal_eval(payload)
-            if isinstance(value, bytes):
-                return value
-        elif payload.startswith("0x"):
+            return value if isinstance(value, bytes) else None
+        if payload.startswith("0x"):
             return bytes.fromhex(payload[2:])
+    except (ValueError, SyntaxError):
+        return None  # a reason string that merely looks like a payload
     return None

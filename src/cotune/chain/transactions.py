@@ -136,7 +136,8 @@ class Transactor:
             self._guard(
                 contract,
                 function,
-                lambda: self.w3.eth.call(replay, receipt["blockNumber"] - 1),  # type: ignore[arg-type]
+                # at the block it was mined in: a reverted transaction changed nothing there
+                lambda: self.w3.eth.call(replay, receipt["blockNumber"]),  # type: ignore[arg-type]
             )
             raise TransactionError(f"{contract}.{function}: transaction reverted without a reason")
         return TxResult(

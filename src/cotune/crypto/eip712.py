@@ -21,6 +21,8 @@ from eth_utils.crypto import keccak
 
 from cotune.crypto.errors import SignatureError
 
+_SECP256K1_HALF_N = 0x7FFFFFFFFFFFFFFFFFFFFFFFFFFFFFFF5D576E7357A4501DDFE92F46681B20A0
+
 TypeFields = Sequence[tuple[str, str]]
 """The fields of one struct type as ``(name, solidity type)`` pairs, in order."""
 
@@ -115,6 +117,12 @@ def recover_typed_data_signer(
     """The checksummed address that produced ``signature`` over this typed data."""
     if len(signature) != 65:
         raise SignatureError(f"signature must be 65 bytes, got {len(signature)}")
+    # Refuse what OpenZeppelin's ECDSA refuses, so an off-chain check never accepts
+    # a signature the contracts reject: high-s (malleable) and v outside {27, 28}.
+    if int.from_bytes(signature[32:64], "big") > _SECP256K1_HALF_N:
+        raise SignatureError("signature s value is in the upper half of the curve order")
+    if signature[64] not in (27, 28):
+        raise SignatureError(f"signature v must be 27 or 28, got {signature[64]}")
     try:
         return str(
             Account.recover_message(
