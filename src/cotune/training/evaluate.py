@@ -1,0 +1,72 @@
+"""Evaluation: mean token loss and perplexity on an eval set (base or base + adapter)."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import torch
+from torch.nn import functional
+
+from cotune.training.base_model import BaseModel
+from cotune.training.data import Example
+from cotune.training.encoding import IGNORE_INDEX, collate, encode_all
+
+
+@dataclass(frozen=True)
+class EvalResult:
+    """Mean loss per loss-carrying token, its perplexity, and the token count."""
+
+    loss: float
+    perplexity: float
+    tokens: int
+    examples: int
+
+    def to_dict(self) -> dict[str, float | int]:
+        """Plain JSON-able form."""
+        return {
+            "loss": self.loss,
+            "perplexity": self.perplexity,
+            "tokens": self.tokens,
+            "examples": self.examples,
+        }
+
+
+@torch.no_grad()
+def evaluate(
+    base: BaseModel,
+    examples: Sequence[Example],
+    *,
+    model: torch.nn.Module | None = None,
+    batch_size: int = 16,
+    max_length: int = 256,
+) -> EvalResult:
+    """Evaluate ``model`` (default: the base model) on ``examples``, one example per row."""
+    encoded = encode_all(examples, base.tokenizer, max_length)
+    if not encoded:
+        raise ValueError("the eval set has no example with a loss-carrying token")
+    net = model if model is not None else base.model
+    was_training = net.training
+    net.train(False)
+    total, count = 0.0, 0
+    try:
+        for start in range(0, len(encoded), batch_size):
+            batch = collate(encoded[start : start + batch_size], base.pad_id)
+            logits = net(
+                input_ids=batch.input_ids.to(base.device),
+                attention_mask=batch.attention_mask.to(base.device),
+            ).logits.float()
+            labels = batch.labels.to(base.device)[:, 1:]
+            losses = functional.cross_entropy(
+                logits[:, :-1].reshape(-1, logits.shape[-1]),
+                labels.reshape(-1),
+                ignore_index=IGNORE_INDEX,
+                reduction="sum",
+            )
+            total += float(losses)
+            count += int((labels != IGNORE_INDEX).sum())
+    finally:
+        net.train(was_training)
+    loss = total / count
+    return EvalResult(loss, math.exp(min(loss, 50.0)), count, len(encoded))

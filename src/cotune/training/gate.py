@@ -1,0 +1,332 @@
+"""The quality gate: reject contributions that would hurt or not help the joint model.
+
+Structural checks come first (cheap, and nothing is trained on data that fails them):
+invalid lines, too few examples, exact and near duplicates within a contribution,
+duplicates of other contributors' data, and contradictions (the same prompt with a
+different answer, within a contribution or against the owner's eval set). Then a
+usefulness probe: a small LoRA per contributor on a bounded token budget, scored on
+the owner's held-out eval set as the drop in eval loss from the base model. The
+decision applies the session's ``GateRules``: an absolute floor and a robust outlier
+test (below median - k * spread of the contributors' scores).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+from collections import Counter, defaultdict
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, fields
+from enum import IntEnum
+from typing import Any
+
+from cotune.training.base_model import BaseModel
+from cotune.training.config import LoraHyperparams
+from cotune.training.data import Example, validate_bytes
+from cotune.training.evaluate import EvalResult, evaluate
+from cotune.training.trainer import detach_lora, train_lora
+
+SCORE_SCALE = 1_000_000
+"""Scores go on chain as integers: nats x 1e6."""
+
+
+class Reason(IntEnum):
+    """Why a contribution was accepted or rejected (the on-chain ``reasonCode``)."""
+
+    ACCEPTED = 0
+    INVALID_LINES = 1
+    TOO_FEW_EXAMPLES = 2
+    DUPLICATES = 3
+    CROSS_DUPLICATES = 4
+    CONTRADICTIONS = 5
+    BELOW_FLOOR = 6
+    OUTLIER = 7
+
+
+@dataclass(frozen=True)
+class GateRules:
+    """A session's quality rules; its canonical hash is committed before anyone submits."""
+
+    min_examples: int = 20
+    max_invalid_rate: float = 0.0
+    max_duplicate_rate: float = 0.3
+    max_cross_duplicate_rate: float = 0.5
+    max_contradiction_rate: float = 0.2
+    min_contradiction_checks: int = 5
+    score_floor: float = 0.1
+    outlier_k: float = 3.0
+    min_relative_spread: float = 0.2
+    probe_steps: int = 20
+    probe_token_budget: int = 60_000
+    probe_learning_rate: float = 3e-3
+    probe_rank: int = 8
+    seed: int = 0
+
+    def canonical_json(self) -> str:
+        """Sorted-key JSON with no whitespace: the bytes that are hashed."""
+        return json.dumps(asdict(self), sort_keys=True, separators=(",", ":"))
+
+    def hash(self) -> bytes:
+        """SHA-256 of the canonical JSON (the session's ``gateRulesHash``)."""
+        return hashlib.sha256(self.canonical_json().encode()).digest()
+
+    @classmethod
+    def from_dict(cls, raw: dict[str, Any]) -> GateRules:
+        """Parse, refusing unknown keys."""
+        unknown = sorted(set(raw) - {f.name for f in fields(cls)})
+        if unknown:
+            raise ValueError(f"unknown gate rules: {', '.join(unknown)}")
+        return cls(**raw)
+
+    def probe_hyperparams(self) -> LoraHyperparams:
+        """Hyperparameters of the per-contributor probe."""
+        return LoraHyperparams(
+            rank=self.probe_rank,
+            alpha=2 * self.probe_rank,
+            learning_rate=self.probe_learning_rate,
+            max_steps=self.probe_steps,
+            seed=self.seed,
+        )
+
+
+@dataclass(frozen=True)
+class Decision:
+    """The gate's verdict on one contributor, with the evidence behind it."""
+
+    contributor: str
+    accepted: bool
+    reason: Reason
+    score: float | None
+    weight: int
+    evidence: dict[str, Any]
+
+    @property
+    def score_micro(self) -> int:
+        """The score as the integer that goes on chain (0 when not scored)."""
+        return round((self.score or 0.0) * SCORE_SCALE)
+
+    @property
+    def evidence_hash(self) -> bytes:
+        """SHA-256 of the canonical evidence JSON."""
+        canonical = json.dumps(self.evidence, sort_keys=True, separators=(",", ":"))
+        return hashlib.sha256(canonical.encode()).digest()
+
+    def to_dict(self) -> dict[str, Any]:
+        """The public report entry."""
+        return {
+            "contributor": self.contributor,
+            "accepted": self.accepted,
+            "reason": self.reason.name.lower(),
+            "reason_code": int(self.reason),
+            "score": self.score,
+            "weight": self.weight,
+            "evidence_hash": "0x" + self.evidence_hash.hex(),
+            "evidence": self.evidence,
+        }
+
+
+@dataclass(frozen=True)
+class GateReport:
+    """Every decision, the base model's eval result, and the rules applied."""
+
+    decisions: list[Decision]
+    base_eval: EvalResult
+    rules: GateRules
+    accepted_examples: dict[str, list[Example]]
+
+    @property
+    def accepted(self) -> list[Decision]:
+        """Accepted contributors, in submission order."""
+        return [d for d in self.decisions if d.accepted]
+
+    def to_dict(self) -> dict[str, Any]:
+        """The public gate report (decisions, scores, reason codes; no data)."""
+        return {
+            "rules": asdict(self.rules),
+            "rules_hash": "0x" + self.rules.hash().hex(),
+            "base_eval": self.base_eval.to_dict(),
+            "decisions": [d.to_dict() for d in self.decisions],
+        }
+
+
+_NON_WORD = re.compile(r"[^\w]+")
+
+
+def normalise(text: str) -> str:
+    """Lower case, punctuation and runs of space collapsed: near duplicates compare equal."""
+    return _NON_WORD.sub(" ", text.lower()).strip()
+
+
+def _prompt_and_answer(example: Example) -> tuple[str, str] | None:
+    if example.kind == "text":
+        return None
+    *context, last = example.messages
+    if last.role != "assistant":
+        return None
+    return normalise("\n".join(m.content for m in context)), normalise(last.content)
+
+
+def contradictions(examples: Sequence[Example], reference: Sequence[Example]) -> tuple[int, int]:
+    """Count (contradicted, checkable) examples against known answers.
+
+    Checkable examples have a prompt with a known answer; contradicted ones answer it
+    differently. A prompt's known answer is the reference's (the owner's eval set) or, failing that,
+    the contribution's own majority answer when the prompt repeats.
+    """
+    answers: dict[str, Counter[str]] = defaultdict(Counter)
+    truth: dict[str, str] = {}
+    for example in reference:
+        pair = _prompt_and_answer(example)
+        if pair is not None:
+            truth[pair[0]] = pair[1]
+    pairs = [p for p in map(_prompt_and_answer, examples) if p is not None]
+    for prompt, answer in pairs:
+        answers[prompt][answer] += 1
+    contradicted = checkable = 0
+    for prompt, answer in pairs:
+        if prompt in truth:
+            expected = truth[prompt]
+        elif sum(answers[prompt].values()) > 1:
+            expected = answers[prompt].most_common(1)[0][0]
+        else:
+            continue
+        checkable += 1
+        contradicted += answer != expected
+    return contradicted, checkable
+
+
+ProgressCallback = Callable[[str, str], None]
+"""Called with (contributor, stage) as the gate works."""
+
+
+def run_gate(
+    base: BaseModel,
+    contributions: Sequence[tuple[str, bytes]],
+    eval_examples: Sequence[Example],
+    rules: GateRules,
+    *,
+    on_progress: ProgressCallback | None = None,
+) -> GateReport:
+    """Decide on every ``(contributor, jsonl bytes)``; nothing failing a check is trained on."""
+    notify = on_progress or (lambda _who, _stage: None)
+    base_eval = evaluate(base, eval_examples)
+    parsed: dict[str, list[Example]] = {}
+    evidence: dict[str, dict[str, Any]] = {}
+    verdicts: dict[str, Reason] = {}
+    normalised: dict[str, set[str]] = {}
+    for contributor, data in contributions:
+        notify(contributor, "validate")
+        examples, report = validate_bytes(data, contributor)
+        texts = [normalise(e.canonical()) for e in examples]
+        normalised[contributor] = set(texts)
+        parsed[contributor] = examples
+        evidence[contributor] = {
+            "contributor": contributor,
+            "dataset_sha256": hashlib.sha256(data).hexdigest(),
+            "examples": len(examples),
+            "invalid_lines": report.invalid,
+            "invalid_rate": round(report.invalid_rate, 6),
+            "duplicate_rate": round(1 - len(set(texts)) / len(texts), 6) if texts else 0.0,
+            **_contradiction_evidence(examples, eval_examples),
+            "rules_hash": "0x" + rules.hash().hex(),
+            "base_eval_loss": round(base_eval.loss, 6),
+        }
+    for contributor, unique in normalised.items():
+        others: set[str] = set().union(*(t for c, t in normalised.items() if c != contributor))
+        shared = len(unique & others) / len(unique) if unique else 0.0
+        evidence[contributor]["cross_duplicate_rate"] = round(shared, 6)
+    for contributor, _ in contributions:
+        verdicts[contributor] = _structural_reason(evidence[contributor], rules)
+
+    scores: dict[str, float] = {}
+    hp = rules.probe_hyperparams()
+    for contributor, _ in contributions:
+        if verdicts[contributor] is not Reason.ACCEPTED:
+            continue
+        notify(contributor, "probe")
+        result = train_lora(base, parsed[contributor], hp, token_budget=rules.probe_token_budget)
+        try:
+            probe = evaluate(base, eval_examples, model=result.model)
+        finally:
+            detach_lora(result.model)
+        scores[contributor] = base_eval.loss - probe.loss
+        evidence[contributor] |= {
+            "probe_steps": result.steps,
+            "probe_tokens": result.tokens,
+            "probe_eval_loss": round(probe.loss, 6),
+            "score": round(scores[contributor], 6),
+        }
+
+    threshold = _outlier_threshold(list(scores.values()), rules)
+    for contributor, score in scores.items():
+        if score < rules.score_floor:
+            verdicts[contributor] = Reason.BELOW_FLOOR
+        elif threshold is not None and score < threshold:
+            verdicts[contributor] = Reason.OUTLIER
+        evidence[contributor]["outlier_threshold"] = threshold
+    positive = {c: s for c, s in scores.items() if verdicts[c] is Reason.ACCEPTED}
+    total = sum(positive.values())
+    decisions = []
+    for contributor, _ in contributions:
+        reason = verdicts[contributor]
+        evidence[contributor]["decision"] = reason.name.lower()
+        weight = (
+            max(1, round(SCORE_SCALE * positive[contributor] / total))
+            if contributor in positive
+            else 0
+        )
+        decisions.append(
+            Decision(
+                contributor,
+                reason is Reason.ACCEPTED,
+                reason,
+                scores.get(contributor),
+                weight,
+                evidence[contributor],
+            )
+        )
+    accepted = {d.contributor: parsed[d.contributor] for d in decisions if d.accepted}
+    return GateReport(decisions, base_eval, rules, accepted)
+
+
+def _contradiction_evidence(
+    examples: Sequence[Example], reference: Sequence[Example]
+) -> dict[str, float | int]:
+    contradicted, checkable = contradictions(examples, reference)
+    rate = contradicted / checkable if checkable else 0.0
+    return {"contradiction_checkable": checkable, "contradiction_rate": round(rate, 6)}
+
+
+def _structural_reason(evidence: dict[str, Any], rules: GateRules) -> Reason:
+    if evidence["invalid_rate"] > rules.max_invalid_rate or evidence["examples"] == 0:
+        return Reason.INVALID_LINES
+    if evidence["examples"] < rules.min_examples:
+        return Reason.TOO_FEW_EXAMPLES
+    if evidence["duplicate_rate"] > rules.max_duplicate_rate:
+        return Reason.DUPLICATES
+    if evidence["cross_duplicate_rate"] > rules.max_cross_duplicate_rate:
+        return Reason.CROSS_DUPLICATES
+    if (
+        evidence["contradiction_checkable"] >= rules.min_contradiction_checks
+        and evidence["contradiction_rate"] > rules.max_contradiction_rate
+    ):
+        return Reason.CONTRADICTIONS
+    return Reason.ACCEPTED
+
+
+def _outlier_threshold(scores: list[float], rules: GateRules) -> float | None:
+    """Median - k * spread, with spread = max(1.4826 * MAD, relative floor); None below 3."""
+    if len(scores) < 3:
+        return None
+    ordered = sorted(scores)
+    median = _median(ordered)
+    mad = _median(sorted(abs(s - median) for s in ordered))
+    spread = max(1.4826 * mad, rules.min_relative_spread * abs(median))
+    return median - rules.outlier_k * spread
+
+
+def _median(ordered: list[float]) -> float:
+    n = len(ordered)
+    mid = n // 2
+    return ordered[mid] if n % 2 else (ordered[mid - 1] + ordered[mid]) / 2

@@ -1,0 +1,144 @@
+"""LoRA fine-tuning with ``transformers`` + ``peft``.
+
+Packed sequences, a seeded data order, and byte-identical adapters for the same
+inputs and seed on the same machine.
+"""
+
+from __future__ import annotations
+
+import math
+import random
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+import torch
+from peft import LoraConfig, PeftModel, TaskType, get_peft_model
+
+from cotune.training.base_model import BaseModel
+from cotune.training.config import LoraHyperparams
+from cotune.training.data import Example
+from cotune.training.encoding import Encoded, collate, encode_all, pack
+
+StepCallback = Callable[[int, int, float], None]
+"""Called after each step with (step, total steps, loss)."""
+
+
+@dataclass
+class TrainResult:
+    """A trained adapter attached to the base model, and what the run did."""
+
+    model: PeftModel
+    steps: int
+    tokens: int
+    seconds: float
+    final_loss: float
+
+    @property
+    def tokens_per_second(self) -> float:
+        """Real (non-padding) tokens processed per second."""
+        return self.tokens / self.seconds if self.seconds > 0 else 0.0
+
+
+def balance_sources(sources: Sequence[Sequence[Example]], seed: int) -> list[Example]:
+    """Resample every source to the mean source size, so the largest does not drown the rest."""
+    if not sources:
+        return []
+    target = max(1, round(sum(len(s) for s in sources) / len(sources)))
+    rng = random.Random(seed)
+    balanced: list[Example] = []
+    for source in sources:
+        items = list(source)
+        if not items:
+            continue
+        picked = [items[i % len(items)] for i in range(target)] if len(items) < target else items
+        if len(picked) > target:
+            picked = rng.sample(picked, target)
+        balanced.extend(picked)
+    return balanced
+
+
+def _blocks(examples: Sequence[Example], base: BaseModel, hp: LoraHyperparams) -> list[Encoded]:
+    encoded = encode_all(examples, base.tokenizer, hp.seq_len)
+    if not encoded:
+        raise ValueError("no training example has a loss-carrying token")
+    order = list(range(len(encoded)))
+    random.Random(hp.seed).shuffle(order)
+    return pack([encoded[i] for i in order], hp.seq_len)
+
+
+def attach_lora(base: BaseModel, hp: LoraHyperparams) -> PeftModel:
+    """Wrap the base model with a freshly (and reproducibly) initialised LoRA adapter."""
+    config = LoraConfig(
+        task_type=TaskType.CAUSAL_LM,
+        r=hp.rank,
+        lora_alpha=hp.alpha,
+        lora_dropout=hp.dropout,
+        target_modules=list(hp.target_modules),
+    )
+    torch.manual_seed(hp.seed)
+    return get_peft_model(base.model, config)
+
+
+def detach_lora(model: PeftModel) -> None:
+    """Remove the adapter layers, leaving the base model as it was (for the next run)."""
+    model.unload()
+
+
+def train_lora(
+    base: BaseModel,
+    examples: Sequence[Example],
+    hp: LoraHyperparams,
+    *,
+    token_budget: int | None = None,
+    on_step: StepCallback | None = None,
+) -> TrainResult:
+    """Train a LoRA adapter on ``examples``; the result stays attached to ``base.model``.
+
+    ``token_budget`` caps the real tokens seen (the quality gate's bounded runs). Call
+    ``detach_lora(result.model)`` before training another adapter on the same base.
+    """
+    torch.use_deterministic_algorithms(True, warn_only=True)
+    blocks = _blocks(examples, base, hp)
+    steps_per_epoch = math.ceil(len(blocks) / hp.batch_size)
+    total_steps = hp.max_steps or steps_per_epoch * hp.epochs
+    if token_budget is not None:
+        mean_batch_tokens = sum(len(b.input_ids) for b in blocks) / steps_per_epoch
+        total_steps = max(1, min(total_steps, int(token_budget // max(mean_batch_tokens, 1))))
+    model = attach_lora(base, hp)
+    params = [p for p in model.parameters() if p.requires_grad]
+    optimizer = torch.optim.AdamW(params, lr=hp.learning_rate, weight_decay=0.0)
+
+    def schedule(step: int) -> float:
+        if step < hp.warmup_steps:
+            return (step + 1) / (hp.warmup_steps + 1)
+        remaining = max(total_steps - hp.warmup_steps, 1)
+        return max(0.0, 1.0 - (step - hp.warmup_steps) / remaining)
+
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, schedule)
+    model.train()
+    tokens, loss_value, start = 0, float("nan"), time.perf_counter()
+    order = torch.Generator().manual_seed(hp.seed)
+    permutation: list[int] = []
+    for step in range(total_steps):
+        if len(permutation) < hp.batch_size:
+            permutation += torch.randperm(len(blocks), generator=order).tolist()
+        rows = [blocks[i] for i in permutation[: hp.batch_size]]
+        del permutation[: hp.batch_size]
+        batch = collate(rows, base.pad_id)
+        loss = model(
+            input_ids=batch.input_ids.to(base.device),
+            attention_mask=batch.attention_mask.to(base.device),
+            labels=batch.labels.to(base.device),
+        ).loss
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(params, 1.0)
+        optimizer.step()
+        scheduler.step()
+        optimizer.zero_grad(set_to_none=True)
+        tokens += batch.tokens
+        loss_value = float(loss)
+        if on_step is not None:
+            on_step(step + 1, total_steps, loss_value)
+    model.train(False)
+    return TrainResult(model, total_steps, tokens, time.perf_counter() - start, loss_value)
