@@ -5,7 +5,7 @@ from __future__ import annotations
 import typer
 
 from cotune import __version__
-from cotune.cli import demo, devnet, keys
+from cotune.cli import compare, demo, demo_data, devnet, evaluate, gate, keys, train
 
 app = typer.Typer(
     name="cotune",
@@ -19,6 +19,11 @@ app = typer.Typer(
 app.add_typer(keys.app, name="keys")
 app.add_typer(devnet.app, name="devnet")
 app.command("demo")(demo.demo)
+app.command("train")(train.train)
+app.command("eval")(evaluate.eval_command)
+app.command("gate")(gate.gate)
+app.command("compare")(compare.compare)
+app.command("demo-data")(demo_data.demo_data_command)
 
 
 def _print_version(value: bool) -> None:

@@ -69,3 +69,27 @@ def byte_progress(
     with Progress(*columns, console=err_console, transient=True) as progress:
         task = progress.add_task(label, total=total)
         yield lambda n: progress.advance(task, n)
+
+
+@contextlib.contextmanager
+def step_progress(
+    label: str, *, enabled: bool = True
+) -> Iterator[Callable[[int, int, float], None]]:
+    """A training progress bar on stderr; yields the ``on_step(step, total, loss)`` callback."""
+    if not enabled or not err_console.is_terminal:
+        yield lambda _step, _total, _loss: None
+        return
+    columns = (
+        TextColumn("[bold]{task.description}"),
+        BarColumn(),
+        TextColumn("{task.completed}/{task.total} steps"),
+        TextColumn("loss {task.fields[loss]:.3f}"),
+        TimeRemainingColumn(),
+    )
+    with Progress(*columns, console=err_console, transient=True) as progress:
+        task = progress.add_task(label, total=None, loss=float("nan"))
+
+        def on_step(step: int, total: int, loss: float) -> None:
+            progress.update(task, completed=step, total=total, loss=loss)
+
+        yield on_step

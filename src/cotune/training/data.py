@@ -267,4 +267,5 @@ def load_jsonl(path: Path) -> Dataset:
 def write_jsonl(path: Path, records: Sequence[dict[str, Any]]) -> None:
     """Write records one per line (UTF-8, sorted keys): the shape the readers accept."""
     text = "".join(json.dumps(r, ensure_ascii=False, sort_keys=True) + "\n" for r in records)
+    path.parent.mkdir(parents=True, exist_ok=True)
     write_bytes_atomic(path, text.encode(), overwrite=True)

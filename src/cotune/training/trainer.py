@@ -137,7 +137,7 @@ def train_lora(
         scheduler.step()
         optimizer.zero_grad(set_to_none=True)
         tokens += batch.tokens
-        loss_value = float(loss)
+        loss_value = float(loss.detach())
         if on_step is not None:
             on_step(step + 1, total_steps, loss_value)
     model.train(False)
