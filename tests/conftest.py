@@ -1,7 +1,14 @@
-"""Shared test settings: a hypothesis profile sized for the 2-core CI machine."""
+"""Shared test settings.
+
+A hypothesis profile sized for the 2-core CI machine, and a private ``$COTUNE_HOME``
+for the session.
+"""
 
 import os
+from collections.abc import Iterator
+from pathlib import Path
 
+import pytest
 from hypothesis import HealthCheck, settings
 
 settings.register_profile(
@@ -11,3 +18,19 @@ settings.register_profile(
     suppress_health_check=[HealthCheck.too_slow],
 )
 settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
+
+
+@pytest.fixture(scope="session", autouse=True)
+def cotune_home(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    """Point ``$COTUNE_HOME`` at a session directory: no test touches the real home.
+
+    The built ``cotune-tiny`` model is cached there once for the whole session.
+    """
+    home = tmp_path_factory.mktemp("cotune-home")
+    previous = os.environ.get("COTUNE_HOME")
+    os.environ["COTUNE_HOME"] = str(home)
+    yield home
+    if previous is None:
+        os.environ.pop("COTUNE_HOME", None)
+    else:
+        os.environ["COTUNE_HOME"] = previous

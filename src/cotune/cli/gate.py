@@ -64,4 +64,7 @@ def gate(
         score = "-" if d.score is None else f"{d.score:+.4f}"
         table.add_row(d.contributor, verdict, d.reason.name.lower(), score, str(d.weight))
     console.print(table)
-    console.print(f"base eval loss {report.base_eval.loss:.4f}; rules hash 0x{rules.hash().hex()}")
+    console.print(
+        f"base eval loss {report.base_eval.loss:.4f}; rules hash 0x{rules.hash().hex()}",
+        soft_wrap=True,
+    )

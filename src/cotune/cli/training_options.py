@@ -27,7 +27,7 @@ def load_files(paths: list[Path]) -> list[Dataset]:
         try:
             datasets.append(load_jsonl(path))
         except DatasetValidationError as exc:
-            err_console.print(exc.report.describe(), highlight=False, markup=False)
+            err_console.print(exc.report.describe(), highlight=False, markup=False, soft_wrap=True)
             failed = True
         except OSError as exc:
             err_console.print(f"{path}: {exc.strerror or exc}", highlight=False)

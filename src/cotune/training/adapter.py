@@ -6,6 +6,7 @@ import json
 import os
 import shutil
 import tempfile
+import warnings
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from importlib.metadata import version
@@ -76,14 +77,26 @@ def build_manifest(
 def save_adapter(
     model: PeftModel, out_dir: Path, manifest: Mapping[str, Any], *, overwrite: bool = False
 ) -> Path:
-    """Write the PEFT files and ``cotune.json`` to ``out_dir``, appearing only when complete."""
+    """Write the PEFT files and ``cotune.json`` to ``out_dir``, appearing only when complete.
+
+    ``adapter_config.json`` names the base model by its id (``base_model.id`` in the
+    manifest), not by a local path, so equal runs on different machines match.
+    """
     out_dir = out_dir.resolve()
     if out_dir.exists() and not overwrite:
         raise FileExistsError(f"{out_dir} exists; choose another directory or overwrite it")
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", dir=out_dir.parent))
     try:
-        model.save_pretrained(str(staging))
+        base_id = manifest.get("base_model", {}).get("id")
+        if base_id:
+            for config in model.peft_config.values():
+                config.base_model_name_or_path = base_id
+        with warnings.catch_warnings():
+            # peft looks for the base config at that id to see if the vocabulary changed;
+            # the adapter never touches embeddings, so its "could not find" is noise
+            warnings.filterwarnings("ignore", message="Could not find a config file")
+            model.save_pretrained(str(staging))
         text = json.dumps(manifest, indent=2, sort_keys=True) + "\n"
         (staging / MANIFEST_NAME).write_text(text)
         for file in staging.iterdir():
@@ -108,6 +121,8 @@ def read_manifest(adapter_dir: Path) -> dict[str, Any]:
         raise FileNotFoundError(
             f"{adapter_dir}: not a cotune adapter (no {MANIFEST_NAME})"
         ) from exc
+    if not isinstance(manifest, dict):
+        raise ValueError(f"{path}: expected a JSON object, got {type(manifest).__name__}")
     if manifest.get("format") != MANIFEST_FORMAT:
         raise ValueError(f"{path}: format {manifest.get('format')!r}, expected {MANIFEST_FORMAT}")
     return manifest

@@ -199,6 +199,9 @@ def parse_line(text: str, line: int, errors: list[LineError]) -> Example | None:
     except json.JSONDecodeError as exc:
         errors.append(LineError(line, "(line)", "a JSON object", f"invalid JSON ({exc.msg})"))
         return None
+    except RecursionError:
+        errors.append(LineError(line, "(line)", "a JSON object", "JSON nested too deeply"))
+        return None
     if not isinstance(obj, dict):
         errors.append(LineError(line, "(line)", "a JSON object", _type_name(obj)))
         return None
@@ -239,6 +242,7 @@ def validate_lines(lines: Iterable[str], source: str) -> tuple[list[Example], Va
 
 def validate_bytes(data: bytes, source: str = "<memory>") -> tuple[list[Example], ValidationReport]:
     """Validate a JSONL document held in memory (e.g. freshly decrypted)."""
+    data = data.removeprefix(b"\xef\xbb\xbf")  # a UTF-8 byte-order mark is not content
     try:
         text = data.decode("utf-8")
     except UnicodeDecodeError as exc:
@@ -248,7 +252,12 @@ def validate_bytes(data: bytes, source: str = "<memory>") -> tuple[list[Example]
             LineError(line, "(line)", "UTF-8 text", f"byte 0x{data[exc.start]:02x}")
         )
         return [], report
-    return validate_lines(text.splitlines(), source)
+    # JSONL lines end at "\n" only: str.splitlines() would also split inside strings
+    # at U+2028 and friends, which JSON allows unescaped.
+    lines = text.split("\n")
+    if lines and lines[-1] == "":
+        lines.pop()
+    return validate_lines([line.removesuffix("\r") for line in lines], source)
 
 
 def load_dataset(data: bytes, source: str = "<memory>") -> Dataset:

@@ -28,13 +28,18 @@ class Encoded:
 
     @property
     def loss_tokens(self) -> int:
-        """How many tokens carry loss."""
-        return sum(1 for label in self.labels if label != IGNORE_INDEX)
+        """How many tokens carry loss (the first token never does: nothing predicts it)."""
+        return sum(1 for label in self.labels[1:] if label != IGNORE_INDEX)
 
 
 def _chat(tokenizer: PreTrainedTokenizerBase, turns: list[dict[str, str]], prompt: bool) -> str:
     if not turns:
-        return ""
+        if not prompt:
+            return ""
+        # Templates refuse an empty conversation: the generation prompt alone is what a
+        # one-turn conversation gains when the prompt is added.
+        probe = [{"role": "user", "content": "x"}]
+        return _chat(tokenizer, probe, prompt=True)[len(_chat(tokenizer, probe, prompt=False)) :]
     text: Any = tokenizer.apply_chat_template(turns, tokenize=False, add_generation_prompt=prompt)
     return str(text)
 

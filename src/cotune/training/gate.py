@@ -63,6 +63,19 @@ class GateRules:
     probe_rank: int = 8
     seed: int = 0
 
+    def __post_init__(self) -> None:
+        # Equal rules must hash equally: store 1 and 1.0 alike, refuse other types.
+        for spec in fields(self):
+            value = getattr(self, spec.name)
+            if isinstance(value, bool) or not isinstance(value, int | float):
+                raise ValueError(f"gate rule {spec.name} must be a number, got {value!r}")
+            if spec.type == "float":
+                object.__setattr__(self, spec.name, float(value))
+            elif value != int(value):
+                raise ValueError(f"gate rule {spec.name} must be a whole number, got {value!r}")
+            else:
+                object.__setattr__(self, spec.name, int(value))
+
     def canonical_json(self) -> str:
         """Sorted-key JSON with no whitespace: the bytes that are hashed."""
         return json.dumps(asdict(self), sort_keys=True, separators=(",", ":"))
@@ -232,10 +245,15 @@ def run_gate(
             "rules_hash": "0x" + rules.hash().hex(),
             "base_eval_loss": round(base_eval.loss, 6),
         }
-    for contributor, unique in normalised.items():
-        others: set[str] = set().union(*(t for c, t in normalised.items() if c != contributor))
-        shared = len(unique & others) / len(unique) if unique else 0.0
+    # Copies are judged against earlier submissions only: the first to commit a dataset
+    # keeps it, a later copier is the one rejected.
+    earlier: set[str] = set()
+    for contributor, _ in contributions:
+        unique = normalised[contributor]
+        shared = len(unique & earlier) / len(unique) if unique else 0.0
         evidence[contributor]["cross_duplicate_rate"] = round(shared, 6)
+        if evidence[contributor]["invalid_lines"] == 0:
+            earlier |= unique
     for contributor, _ in contributions:
         verdicts[contributor] = _structural_reason(evidence[contributor], rules)
 

@@ -122,6 +122,7 @@ def tiny_model_dir(cache_dir: Path | None = None) -> Path:
         return target
     root.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=".building-", dir=root))
+    staging.chmod(0o755)
     try:
         tokenizer = build_tokenizer()
         model = build_model(tokenizer)

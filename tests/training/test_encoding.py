@@ -1,0 +1,239 @@
+"""Encoding: loss on assistant tokens only, truncation, packing and collation."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from hypothesis import given
+from hypothesis import strategies as st
+from transformers import PreTrainedTokenizerFast
+
+from cotune.training.base_model import BaseModel
+from cotune.training.data import Example, Message
+from cotune.training.encoding import (
+    IGNORE_INDEX,
+    Encoded,
+    collate,
+    encode_all,
+    encode_example,
+    pack,
+)
+from cotune.training.tiny import build_tokenizer
+
+END = "<|im_end|>\n"
+"""What closes every turn of the tiny model's chat template."""
+
+
+@pytest.fixture(scope="module")
+def tokenizer() -> PreTrainedTokenizerFast:
+    """The tiny model's byte-level tokenizer (built in memory, no model needed)."""
+    return build_tokenizer()
+
+
+def chat(*turns: tuple[str, str]) -> Example:
+    return Example("messages", tuple(Message(role, content) for role, content in turns))
+
+
+def labelled_runs(encoded: Encoded) -> list[list[int]]:
+    """The maximal runs of consecutive loss-carrying tokens."""
+    runs: list[list[int]] = []
+    previous_ignored = True
+    for label in encoded.labels:
+        if label == IGNORE_INDEX:
+            previous_ignored = True
+            continue
+        if previous_ignored:
+            runs.append([])
+        runs[-1].append(label)
+        previous_ignored = False
+    return runs
+
+
+def rendered_ids(tokenizer: PreTrainedTokenizerFast, example: Example) -> list[int]:
+    turns = [{"role": m.role, "content": m.content} for m in example.messages]
+    text = str(tokenizer.apply_chat_template(turns, tokenize=False))
+    return list(tokenizer(text, add_special_tokens=False)["input_ids"])
+
+
+def test_chat_labels_cover_exactly_the_assistant_replies(
+    tokenizer: PreTrainedTokenizerFast,
+) -> None:
+    example = chat(
+        ("system", "You triage."),
+        ("user", "Chest pain for 2 days?"),
+        ("assistant", "Triage: urgent."),
+        ("user", "And a sore throat?"),
+        ("assistant", "Triage: routine."),
+    )
+    encoded = encode_example(example, tokenizer, max_length=1024)
+    assert encoded.input_ids == rendered_ids(tokenizer, example)
+    assert len(encoded.labels) == len(encoded.input_ids)
+    for token, label in zip(encoded.input_ids, encoded.labels, strict=True):
+        assert label in (IGNORE_INDEX, token)
+    decoded = [tokenizer.decode(run) for run in labelled_runs(encoded)]
+    assert decoded == ["Triage: urgent." + END, "Triage: routine." + END]
+    assert encoded.loss_tokens == sum(len(run) for run in labelled_runs(encoded))
+    # The role header of the reply ("<|im_start|>assistant\n") carries no loss.
+    header = tokenizer("<|im_start|>assistant\n", add_special_tokens=False)["input_ids"]
+    first = next(i for i, label in enumerate(encoded.labels) if label != IGNORE_INDEX)
+    assert encoded.input_ids[first - len(header) : first] == header
+    assert set(encoded.labels[first - len(header) : first]) == {IGNORE_INDEX}
+
+
+def test_instruction_examples_are_chats_with_one_labelled_reply(
+    tokenizer: PreTrainedTokenizerFast,
+) -> None:
+    example = Example(
+        "instruction", (Message("user", "Convert.\n\n2 km to m"), Message("assistant", "2000 m"))
+    )
+    encoded = encode_example(example, tokenizer, max_length=1024)
+    assert [tokenizer.decode(run) for run in labelled_runs(encoded)] == ["2000 m" + END]
+
+
+def test_trailing_user_turn_carries_no_loss(tokenizer: PreTrainedTokenizerFast) -> None:
+    example = chat(("user", "q"), ("assistant", "a"), ("user", "follow-up"))
+    encoded = encode_example(example, tokenizer, max_length=1024)
+    assert [tokenizer.decode(run) for run in labelled_runs(encoded)] == ["a" + END]
+    # Turns after the last assistant reply are not encoded: they could teach nothing.
+    assert str(tokenizer.decode(encoded.input_ids)).endswith("a" + END)
+
+
+roles = st.sampled_from(["system", "user", "assistant"])
+contents = st.text(st.characters(codec="utf-8"), max_size=30)
+
+
+@given(
+    st.tuples(st.sampled_from(["system", "user"]), contents),
+    st.lists(st.tuples(roles, contents), max_size=6),
+)
+def test_labels_are_ignore_exactly_off_assistant_replies(
+    tokenizer: PreTrainedTokenizerFast, opening: tuple[str, str], turns: list[tuple[str, str]]
+) -> None:
+    turns = [opening, *turns, ("assistant", "final answer")]
+    example = chat(*turns)
+    encoded = encode_example(example, tokenizer, max_length=10_000)
+    assert encoded.input_ids == rendered_ids(tokenizer, example)
+    for token, label in zip(encoded.input_ids, encoded.labels, strict=True):
+        assert label in (IGNORE_INDEX, token)
+    replies = [content + END for role, content in turns if role == "assistant"]
+    assert [tokenizer.decode(run) for run in labelled_runs(encoded)] == replies
+
+
+def test_an_opening_assistant_turn_has_no_loss_on_its_header(
+    tokenizer: PreTrainedTokenizerFast,
+) -> None:
+    example = chat(("assistant", "Hello, how can I help?"), ("user", "Hi."), ("assistant", "Ok."))
+    encoded = encode_example(example, tokenizer, max_length=1024)
+    assert encoded.input_ids == rendered_ids(tokenizer, example)
+    assert [tokenizer.decode(run) for run in labelled_runs(encoded)] == [
+        "Hello, how can I help?" + END,
+        "Ok." + END,
+    ]
+
+
+def test_text_examples_carry_loss_on_every_token(tokenizer: PreTrainedTokenizerFast) -> None:
+    encoded = encode_example(Example("text", text="Plain words, ünïcode."), tokenizer, 1024)
+    assert encoded.labels == encoded.input_ids
+    assert encoded.input_ids[-1] == tokenizer.eos_token_id
+    assert tokenizer.decode(encoded.input_ids[:-1]) == "Plain words, ünïcode."
+    assert encoded.loss_tokens == len(encoded.input_ids) - 1  # nothing predicts the first
+
+
+@pytest.mark.parametrize("max_length", [1, 5, 17, 40])
+def test_truncation_keeps_a_prefix(tokenizer: PreTrainedTokenizerFast, max_length: int) -> None:
+    examples = [
+        Example("text", text="a fairly long sentence about rivers and stones"),
+        chat(("user", "What is the capital of Velmor?"), ("assistant", "Tarsk.")),
+    ]
+    for example in examples:
+        full = encode_example(example, tokenizer, 10_000)
+        cut = encode_example(example, tokenizer, max_length)
+        assert len(cut.input_ids) == min(max_length, len(full.input_ids))
+        assert cut.input_ids == full.input_ids[:max_length]
+        assert cut.labels == full.labels[:max_length]
+
+
+def test_encode_all_drops_examples_left_without_loss(tokenizer: PreTrainedTokenizerFast) -> None:
+    long_prompt = chat(("user", "x" * 100), ("assistant", "short"))
+    text = Example("text", text="kept")
+    encoded = encode_all([long_prompt, text], tokenizer, max_length=50)
+    assert len(encoded) == 1
+    assert encoded[0].labels == encoded[0].input_ids
+    assert len(encode_all([long_prompt, text], tokenizer, max_length=500)) == 2
+
+
+def test_a_template_that_is_not_a_growing_prefix_is_refused() -> None:
+    tokenizer = build_tokenizer()
+    tokenizer.chat_template = (
+        "{{ messages | length }}{% for m in messages %}{{ m['content'] }}{% endfor %}"
+    )
+    with pytest.raises(ValueError, match="growing prefix"):
+        encode_example(chat(("user", "q"), ("assistant", "a")), tokenizer, 100)
+
+
+def test_the_saved_tokenizer_encodes_like_the_built_one(tiny_base: BaseModel) -> None:
+    built = build_tokenizer()
+    example = chat(("system", "s"), ("user", "héllo"), ("assistant", "wörld"))
+    assert encode_example(example, tiny_base.tokenizer, 512) == encode_example(example, built, 512)
+    assert tiny_base.pad_id == built.pad_token_id
+
+
+# ---- packing and collation -------------------------------------------------------------
+
+
+def numbered(lengths: list[int]) -> list[Encoded]:
+    """Example ``i`` is ``lengths[i]`` copies of token ``i`` (labels: ``-i - 1``)."""
+    return [Encoded([i] * n, [-i - 1] * n) for i, n in enumerate(lengths)]
+
+
+@given(st.integers(8, 64).flatmap(lambda b: st.tuples(st.just(b), st.lists(st.integers(1, b)))))
+def test_pack_respects_block_size_and_never_splits(case: tuple[int, list[int]]) -> None:
+    block_size, lengths = case
+    examples = numbered(lengths)
+    blocks = pack(examples, block_size)
+    assert [t for b in blocks for t in b.input_ids] == [t for e in examples for t in e.input_ids]
+    assert [t for b in blocks for t in b.labels] == [t for e in examples for t in e.labels]
+    members: list[list[int]] = []
+    for block in blocks:
+        assert 0 < len(block.input_ids) <= block_size
+        assert len(block.labels) == len(block.input_ids)
+        ids = sorted(set(block.input_ids))
+        # Whole examples only: every example in the block is there in full.
+        assert block.input_ids == [t for i in ids for t in examples[i].input_ids]
+        members.append(ids)
+    # Greedy: the next block's first example would not have fitted in the previous block.
+    for previous, following in zip(blocks, members[1:], strict=False):
+        assert len(previous.input_ids) + lengths[following[0]] > block_size
+
+
+@given(st.lists(st.integers(1, 40), min_size=1), st.integers(8, 16))
+def test_pack_gives_an_oversized_example_a_block_of_its_own(
+    lengths: list[int], block_size: int
+) -> None:
+    examples = numbered(lengths)
+    for block in pack(examples, block_size):
+        if len(block.input_ids) > block_size:
+            assert len(set(block.input_ids)) == 1
+            assert len(block.input_ids) == lengths[block.input_ids[0]]
+
+
+def test_pack_of_nothing_is_nothing() -> None:
+    assert pack([], 16) == []
+
+
+@given(st.lists(st.integers(1, 12), min_size=1, max_size=6), st.integers(0, 300))
+def test_collate_right_pads_every_row(lengths: list[int], pad_id: int) -> None:
+    rows = [Encoded(list(range(1, n + 1)), [IGNORE_INDEX, *range(2, n + 1)]) for n in lengths]
+    batch = collate(rows, pad_id)
+    width = max(lengths)
+    assert batch.input_ids.shape == batch.labels.shape == batch.attention_mask.shape
+    assert batch.input_ids.shape == (len(rows), width)
+    assert batch.input_ids.dtype == batch.labels.dtype == batch.attention_mask.dtype == torch.long
+    for i, (row, n) in enumerate(zip(rows, lengths, strict=True)):
+        assert batch.input_ids[i, :n].tolist() == row.input_ids
+        assert batch.labels[i, :n].tolist() == row.labels
+        assert batch.attention_mask[i, :n].tolist() == [1] * n
+        assert batch.input_ids[i, n:].tolist() == [pad_id] * (width - n)
+        assert batch.labels[i, n:].tolist() == [IGNORE_INDEX] * (width - n)
+        assert batch.attention_mask[i, n:].tolist() == [0] * (width - n)
+    assert batch.tokens == sum(lengths)
