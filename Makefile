@@ -32,6 +32,8 @@ lint: $(STAMP) ## ruff (lint + format check) and mypy --strict on src
 bench: $(STAMP) ## Run the benchmarks (each prints a JSON object as its last line)
 	$(BIN)/python benchmarks/bench_crypto.py
 	$(BIN)/python benchmarks/bench_gas.py
+	$(BIN)/python benchmarks/bench_train.py
+	$(BIN)/python benchmarks/bench_gate.py
 
 node: node_modules/.package-lock.json ## Install the pinned Node tools (solc, OpenZeppelin, anvil)
 

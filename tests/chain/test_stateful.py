@@ -282,7 +282,7 @@ class CoordinatorMachine(RuleBasedStateMachine):
         which=st.integers(0, len(SLASH_WINDOWS) - 1),
         first=st.fixed_dictionaries(SESSION_ARGS),
         submitters=st.lists(ACTOR, max_size=8),
-        then_finalize=st.booleans(),
+        then=st.sampled_from(["finalize", "stay", "slash, finalize", "fill", "fill, finalize"]),
         data=st.data(),
     )
     def use_deployment(
@@ -290,14 +290,15 @@ class CoordinatorMachine(RuleBasedStateMachine):
         which: int,
         first: dict[str, Any],
         submitters: list[int],
-        then_finalize: bool,
+        then: str,
         data: st.DataObject,
     ) -> None:
         """Pick a pre-deployed contract set (they differ in slash window); open a session.
 
-        Submissions to it follow and, if they fill it, maybe a finalize: Hypothesis turns
-        some rules off in each example, and without this opening few examples would get
-        as far as tokens, slashing after finalize and rewards.
+        Hypothesis turns a random part of the rules off in each example; few examples
+        would get as far as tokens, slashing after finalize and rewards on their own. So
+        this opening sends, checked like any rule, submissions to the first session
+        (``fill``: until it is full and training), then maybe slashes and finalizes it.
         """
         deployed = self.deployed[which]
         self.contracts = Contracts.at(self.chain, deployed.deployment, self.deployer)
@@ -309,11 +310,15 @@ class CoordinatorMachine(RuleBasedStateMachine):
         assert self.coordinator.session_count() == 0
         self.create_session(variant="ok", **first)
         s = self.sessions[0]
+        if then != "stay":
+            submitters = submitters + list(range(N_ACTORS))
         for who in submitters:
             if s.state != State.OPEN:
                 break
             self._submit_one(s.sid, s, who=who, eligible=1, stake_delta=who, kind="ok")
-        if then_finalize and s.state == State.TRAINING:
+        if s.state == State.TRAINING and "slash" in then:
+            self._slash(s.sid, s, data)
+        if s.state == State.TRAINING and "finalize" in then:
             self._finalize(s.sid, s, data)
 
     def _begin(self) -> None:
@@ -1162,11 +1167,11 @@ class CoordinatorMachine(RuleBasedStateMachine):
     # ------------------------------------------------------------- invariants
     #
     # Chain reads cost milliseconds each, so the per-session checks re-read what the
-    # step could have changed: the sessions it touched (states and claimable for every
-    # party), the contributions it touched, and after a time jump the sessions whose
-    # slash window closed. Every few steps one more session, in turn, gets every check.
-    # An account with no part in a session (neither owner nor contributor) is checked
-    # as one rotating stranger per session read.
+    # step could have changed: the sessions it touched (state, and claimable for the
+    # owner, every contributor and one stranger in turn), the contributions it touched,
+    # and after a time jump the finalized sessions with contributions whose slash
+    # window may have ended. Every few steps one session, in turn, gets every check,
+    # claimable for every account included.
 
     def _rotating(self) -> SessionModel | None:
         """Every few steps, one session (in turn) that gets every check."""
@@ -1193,7 +1198,7 @@ class CoordinatorMachine(RuleBasedStateMachine):
         balance = self.chain.balance(self.coordinator.address)
         owed = sum(self._held(s) for s in self.sessions)
         assert balance == owed, f"Coordinator holds {balance} wei but owes {owed}"
-        assert balance == self.deposited - self.withdrawn
+        assert balance == self.deposited - self.withdrawn, "wei in minus wei out differs"
 
     @invariant()
     def claims_never_exceed_the_balance(self) -> None:
@@ -1236,8 +1241,9 @@ class CoordinatorMachine(RuleBasedStateMachine):
         if not self.enclaves:
             return
         now = self.latest
+        rotating = self._rotating()
         for s in self._checked_sessions():
-            for account in self._parties(s):
+            for account in self.addresses if s is rotating else self._parties(s):
                 expected = self._owed(s, account, now)
                 got = self.coordinator.claimable(s.sid, account)
                 assert got == expected, (
@@ -1299,11 +1305,14 @@ class CoordinatorMachine(RuleBasedStateMachine):
         counts = dict.fromkeys(self.addresses, 0)
         for s in self.sessions:
             for token_id, holder in s.holders.items():
-                assert self.nft.owner_of(token_id) == holder
-                assert self.nft.transfer_nonce(token_id) == s.nonces[token_id]
+                owner = self.nft.owner_of(token_id)
+                assert owner == holder, f"token {token_id} is {owner}'s, the model says {holder}'s"
+                nonce = self.nft.transfer_nonce(token_id)
+                assert nonce == s.nonces[token_id], f"token {token_id} transfer nonce {nonce}"
                 counts[holder] += 1
         for account, count in counts.items():
-            assert self.nft.balance_of(account) == count
+            balance = self.nft.balance_of(account)
+            assert balance == count, f"{account} holds {balance} model tokens, not {count}"
 
 
 # ----------------------------------------------------------------------- tests
