@@ -325,11 +325,19 @@ def test_describe_caps_the_listed_errors() -> None:
     )
 
 
-def test_deeply_nested_json_line_raises_recursion_error() -> None:
+def test_deeply_nested_json_line_is_refused_before_decoding() -> None:
     line = '{"text": ' + "[" * 100_000 + "]" * 100_000 + "}"
     examples, report = validate_bytes(line.encode(), "hostile.jsonl")
     assert examples == []
     assert [(e.line, e.field) for e in report.errors] == [(1, "(line)")]
+    assert "nested more than 64 levels" in report.errors[0].found
+
+
+def test_brackets_inside_strings_do_not_count_as_nesting() -> None:
+    text = "[" * 500 + '\\"{' * 100
+    examples, report = validate_bytes(json.dumps({"text": text}).encode(), "brackets.jsonl")
+    assert report.ok, report.describe()
+    assert examples[0].text == text
 
 
 # Characters that str.splitlines() treats as line breaks but json.dumps(ensure_ascii=False)

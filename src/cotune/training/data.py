@@ -26,6 +26,8 @@ from cotune.common.atomic import write_bytes_atomic
 ROLES = ("system", "user", "assistant")
 ExampleKind = Literal["messages", "instruction", "text"]
 MAX_REPORTED_ERRORS = 50
+MAX_NESTING = 64
+"""Deepest bracket nesting a line may have; real examples need three or four levels."""
 
 
 @dataclass(frozen=True)
@@ -192,8 +194,40 @@ def _parse_instruction(obj: dict[str, Any], line: int, errors: list[LineError]) 
     return Example("instruction", (Message("user", prompt), Message("assistant", output)))
 
 
+def _too_deep(text: str) -> bool:
+    """Whether brackets nest deeper than ``MAX_NESTING`` (outside strings).
+
+    The C JSON decoder can overflow the C stack on very deep nesting before Python's
+    recursion limit applies, so hostile lines are refused before decoding.
+    """
+    if text.count("[") + text.count("{") <= MAX_NESTING:
+        return False
+    depth, in_string, escaped = 0, False, False
+    for char in text:
+        if in_string:
+            if escaped:
+                escaped = False
+            elif char == "\\":
+                escaped = True
+            elif char == '"':
+                in_string = False
+        elif char == '"':
+            in_string = True
+        elif char in "[{":
+            depth += 1
+            if depth > MAX_NESTING:
+                return True
+        elif char in "]}":
+            depth -= 1
+    return False
+
+
 def parse_line(text: str, line: int, errors: list[LineError]) -> Example | None:
     """Parse one JSONL line; append its errors and return ``None`` when it is invalid."""
+    if _too_deep(text):
+        found = f"JSON nested more than {MAX_NESTING} levels"
+        errors.append(LineError(line, "(line)", "a JSON object", found))
+        return None
     try:
         obj = json.loads(text)
     except json.JSONDecodeError as exc:
