@@ -98,7 +98,9 @@ class Transactor:
         """Estimate, sign, send and wait for ``call`` (a bound contract function or constructor).
 
         A revert at estimation raises ``RevertError`` before anything is broadcast, so a
-        failing call never costs gas or stake.
+        call that fails there costs no gas or stake. One that passes estimation and then
+        reverts on chain (state or time moved in between) is decoded from a replay at
+        its own block, and its gas is spent.
         """
         params: dict[str, Any] = {"from": self.address, "value": value}
         estimate = self._guard(contract, function, lambda: call.estimate_gas(params))
