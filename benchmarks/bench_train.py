@@ -39,7 +39,7 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 import torch
-from peft import LoraConfig, PeftModel, TaskType, get_peft_model
+from peft import PeftModel
 from transformers import (
     DataCollatorForSeq2Seq,
     PrinterCallback,
@@ -55,7 +55,7 @@ from cotune.training.data import Example, load_dataset
 from cotune.training.encoding import encode_all
 from cotune.training.evaluate import evaluate
 from cotune.training.synthetic import demo_data
-from cotune.training.trainer import detach_lora, train_lora
+from cotune.training.trainer import attach_lora, detach_lora, train_lora
 
 
 def _examples(records: Sequence[dict[str, Any]], source: str) -> list[Example]:
@@ -148,15 +148,7 @@ def run_baseline(
     start = time.perf_counter()
     encoded = encode_all(train, base.tokenizer, hp.seq_len)
     rows = [{"input_ids": e.input_ids, "labels": e.labels} for e in encoded]
-    config = LoraConfig(
-        task_type=TaskType.CAUSAL_LM,
-        r=hp.rank,
-        lora_alpha=hp.alpha,
-        lora_dropout=hp.dropout,
-        target_modules=list(hp.target_modules),
-    )
-    torch.manual_seed(hp.seed)
-    model = get_peft_model(base.model, config)
+    model = attach_lora(base, hp)  # the same adapter, initialised the same way, as cotune's
     collator = _CountingCollator(
         DataCollatorForSeq2Seq(base.tokenizer, padding=True, label_pad_token_id=-100)
     )

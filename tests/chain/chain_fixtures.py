@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
+import pytest
 from eth_account.signers.local import LocalAccount
 
-from cotune.chain import Chain, SessionParams
+from cotune.chain import Chain, RevertError, SessionParams
 
 
 @dataclass(frozen=True)
@@ -33,3 +36,11 @@ def session_params(chain: Chain, enclave: Enclave, **overrides: object) -> Sessi
     }
     values.update(overrides)
     return SessionParams(**values)  # type: ignore[arg-type]
+
+
+def expect_revert(error: str, action: Callable[[], object]) -> dict[str, Any]:
+    """Run ``action``; it must revert with custom error ``error``. Returns the error's args."""
+    with pytest.raises(RevertError) as info:
+        action()
+    assert info.value.error == error, str(info.value)
+    return info.value.args_by_name

@@ -11,11 +11,11 @@ from __future__ import annotations
 
 import dataclasses
 import os
-from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any
 
 import pytest
+from chain_fixtures import Enclave, expect_revert
 from eth_account import Account
 from eth_account.signers.local import LocalAccount
 
@@ -45,23 +45,6 @@ from cotune.crypto.eip712 import typed_data_digest
 ZERO_ADDRESS = "0x" + "00" * 20
 SECP256K1_N = 0xFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFEBAAEDCE6AF48A03BBFD25E8CD0364141
 STAKE = 10**15
-
-
-class EnclaveLike(Protocol):
-    """What the shared ``enclave`` fixture gives: a registered dev enclave."""
-
-    account: LocalAccount
-    hpke_public_key: bytes
-    measurement: bytes
-    enclave_id: int
-
-
-def expect_revert(error: str, action: Callable[[], object]) -> dict[str, Any]:
-    """Run ``action``; it must revert with custom error ``error``. Returns the error's args."""
-    with pytest.raises(RevertError) as info:
-        action()
-    assert info.value.error == error, str(info.value)
-    return info.value.args_by_name
 
 
 def send_as(
@@ -116,7 +99,7 @@ class Minted:
 def minted(
     chain: Chain,
     contracts: Contracts,
-    enclave: EnclaveLike,
+    enclave: Enclave,
     contributors: list[LocalAccount],
 ) -> Minted:
     """Three contributors submit; the enclave accepts the first two (weights 3 and 1)."""

@@ -12,9 +12,9 @@ from __future__ import annotations
 import dataclasses
 import os
 from collections.abc import Callable
-from typing import Any, Protocol
 
 import pytest
+from chain_fixtures import Enclave, expect_revert
 from eth_account import Account
 from eth_account.signers.local import LocalAccount
 
@@ -45,23 +45,6 @@ from cotune.crypto.errors import SignatureError
 
 ZERO_ADDRESS = "0x" + "00" * 20
 SECP256K1_N = 0xFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFEBAAEDCE6AF48A03BBFD25E8CD0364141
-
-
-class EnclaveLike(Protocol):
-    """What the shared ``enclave`` fixture gives: a registered dev enclave."""
-
-    account: LocalAccount
-    hpke_public_key: bytes
-    measurement: bytes
-    enclave_id: int
-
-
-def expect_revert(error: str, action: Callable[[], object]) -> dict[str, Any]:
-    """Run ``action``; it must revert with custom error ``error``. Returns the error's args."""
-    with pytest.raises(RevertError) as info:
-        action()
-    assert info.value.error == error, str(info.value)
-    return info.value.args_by_name
 
 
 def block_events(chain: Chain, address: str, block: int) -> list[Event]:
@@ -166,7 +149,7 @@ def test_set_verifier_events_and_admin_only(
 
 
 def test_unapproved_verifier_cannot_admit(
-    chain: Chain, contracts: Contracts, deployer: LocalAccount, enclave: EnclaveLike
+    chain: Chain, contracts: Contracts, deployer: LocalAccount, enclave: Enclave
 ) -> None:
     registry = contracts.registry
     other, _ = DevVerifierClient.deploy(chain, deployer, deployer.address)
@@ -233,7 +216,7 @@ def test_register_records_and_emits(
 
 
 def test_record_names_the_verifier_that_admitted_it(
-    chain: Chain, contracts: Contracts, deployer: LocalAccount, enclave: EnclaveLike
+    chain: Chain, contracts: Contracts, deployer: LocalAccount, enclave: Enclave
 ) -> None:
     registry = contracts.registry
     second_authority = Account.create()
@@ -330,7 +313,7 @@ def test_zero_signer_and_empty_hpke_key(contracts: Contracts, deployer: LocalAcc
 # ------------------------------------------------------------------------ revoke
 
 
-def test_revoke(chain: Chain, contracts: Contracts, enclave: EnclaveLike) -> None:
+def test_revoke(chain: Chain, contracts: Contracts, enclave: Enclave) -> None:
     registry = contracts.registry
     outsider = chain.dev_accounts[6]
     args = expect_revert(
@@ -354,7 +337,7 @@ def test_revoke(chain: Chain, contracts: Contracts, enclave: EnclaveLike) -> Non
     assert args == {"enclaveId": enclave.enclave_id}
 
 
-def test_unknown_enclave(contracts: Contracts, enclave: EnclaveLike) -> None:
+def test_unknown_enclave(contracts: Contracts, enclave: Enclave) -> None:
     registry = contracts.registry
     unknown = registry.count() + 1
     for enclave_id in (0, unknown, 2**256 - 1):
