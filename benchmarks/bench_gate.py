@@ -16,10 +16,10 @@ sub-domain.
 For each session: wall time of ``run_gate`` over the wall time of ``train_lora`` on the
 union of the accepted contributors (the ratio is what the gate adds to a session), and
 which contributors it rejected. The machine is shared: with two torch threads on two busy
-cores, one waits on the other and the same 20-step probe takes 1 to 50 s, so torch runs
-on one thread (``--threads``, default 1), where it takes a steady 2 s. Wall times stay
-noisy, so the ratio of optimisation steps (all probes' over the joint run's, same batch
-and block size) is reported beside it: it ignores the gate's evaluations, so it is a
+cores, one waits on the other and the same run can take up to 50 times as long, so torch
+runs on one thread (``--threads``, default 1). A two-step warm-up run precedes both
+timings. Wall times stay noisy, so the ratio of optimisation steps (all probes' over the
+joint run's, same batch size) is reported beside it: it ignores the gate's evaluations, so it is a
 lower bound. Eval losses on the demo eval set: the base model, each session's joint
 adapter, and a solo adapter per clean contributor (trained alone with the same
 hyperparameters as the joint one). Both times are taken in the same run, on the same
@@ -36,6 +36,7 @@ contributors.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import time
 from collections.abc import Sequence
@@ -117,6 +118,8 @@ def main() -> None:
     rules, hp = GateRules(), LoraHyperparams()
     base = load_base("cotune-tiny")
     base_loss = evaluate(base, eval_set).loss
+    # One short run first, so neither timed side pays the first backward pass's set-up.
+    _train_and_eval(base, eval_set, eval_set, dataclasses.replace(hp, max_steps=2))
 
     ratio: dict[str, float] = {}
     ratio_steps: dict[str, float] = {}  # probe steps / joint steps: immune to a busy machine

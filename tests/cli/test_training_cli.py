@@ -93,7 +93,7 @@ def test_train_refuses_bad_input(data: Path, tmp_path: Path) -> None:
 
 def test_gate_dry_run(data: Path, tmp_path: Path) -> None:
     rules = tmp_path / "rules.json"
-    rules.write_text(json.dumps({"probe_steps": 8, "min_examples": 10}))
+    rules.write_text(json.dumps({"probe_min_steps": 8, "min_examples": 10}))
     shown = _run(
         "gate",
         str(data / "eval.jsonl"),
@@ -103,7 +103,7 @@ def test_gate_dry_run(data: Path, tmp_path: Path) -> None:
         str(rules),
         "--show-rules",
     )
-    assert shown["rules"]["probe_steps"] == 8 and shown["hash"].startswith("0x")
+    assert shown["rules"]["probe_min_steps"] == 8 and shown["hash"].startswith("0x")
     files = [
         data / "contributor_1_clinic.jsonl",
         data / "contributor_2_capitals.jsonl",

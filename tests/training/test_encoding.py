@@ -187,52 +187,87 @@ def numbered(lengths: list[int]) -> list[Encoded]:
 
 
 @given(st.integers(8, 64).flatmap(lambda b: st.tuples(st.just(b), st.lists(st.integers(1, b)))))
-def test_pack_respects_block_size_and_never_splits(case: tuple[int, list[int]]) -> None:
-    block_size, lengths = case
+def test_pack_fits_rows_and_never_splits(case: tuple[int, list[int]]) -> None:
+    width, lengths = case
     examples = numbered(lengths)
-    blocks = pack(examples, block_size)
-    assert [t for b in blocks for t in b.input_ids] == [t for e in examples for t in e.input_ids]
-    assert [t for b in blocks for t in b.labels] == [t for e in examples for t in e.labels]
-    members: list[list[int]] = []
-    for block in blocks:
-        assert 0 < len(block.input_ids) <= block_size
-        assert len(block.labels) == len(block.input_ids)
-        ids = sorted(set(block.input_ids))
-        # Whole examples only: every example in the block is there in full.
-        assert block.input_ids == [t for i in ids for t in examples[i].input_ids]
-        members.append(ids)
-    # Greedy: the next block's first example would not have fitted in the previous block.
-    for previous, following in zip(blocks, members[1:], strict=False):
-        assert len(previous.input_ids) + lengths[following[0]] > block_size
+    rows = pack(examples, width)
+    placed = sorted(e.input_ids[0] for row in rows for e in row)
+    assert placed == list(range(len(lengths)))  # every example once, whole
+    for row in rows:
+        assert 0 < sum(len(e.input_ids) for e in row) <= width
+    # First fit: no example would have fitted in an earlier row than the one it is in.
+    room = [width - sum(len(e.input_ids) for e in row) for row in rows]
+    for later, row in enumerate(rows):
+        for example in row[1:]:
+            assert all(room[i] < len(example.input_ids) for i in range(later))
 
 
 @given(st.lists(st.integers(1, 40), min_size=1), st.integers(8, 16))
-def test_pack_gives_an_oversized_example_a_block_of_its_own(
-    lengths: list[int], block_size: int
-) -> None:
-    examples = numbered(lengths)
-    for block in pack(examples, block_size):
-        if len(block.input_ids) > block_size:
-            assert len(set(block.input_ids)) == 1
-            assert len(block.input_ids) == lengths[block.input_ids[0]]
+def test_pack_gives_an_oversized_example_a_row_of_its_own(lengths: list[int], width: int) -> None:
+    for row in pack(numbered(lengths), width):
+        if sum(len(e.input_ids) for e in row) > width:
+            assert len(row) == 1
 
 
 def test_pack_of_nothing_is_nothing() -> None:
     assert pack([], 16) == []
 
 
+def test_collate_keeps_packed_examples_apart() -> None:
+    first, second = Encoded([5, 6, 7], [5, 6, 7]), Encoded([8, 9], [8, 9])
+    batch = collate([[first, second], [Encoded([4], [4])]], pad_id=0)
+    assert batch.input_ids.tolist() == [[5, 6, 7, 8, 9], [4, 0, 0, 0, 0]]
+    assert batch.position_ids.tolist() == [[0, 1, 2, 0, 1], [0, 0, 0, 0, 0]]
+    # Each example's first token is never a target: nothing of its own precedes it.
+    assert batch.labels.tolist()[0] == [IGNORE_INDEX, 6, 7, IGNORE_INDEX, 9]
+    assert batch.tokens == 6
+    mask = batch.attention_mask[0, 0].int().tolist()
+    assert mask == [
+        [1, 0, 0, 0, 0],
+        [1, 1, 0, 0, 0],
+        [1, 1, 1, 0, 0],
+        [0, 0, 0, 1, 0],
+        [0, 0, 0, 1, 1],
+    ]
+    assert batch.attention_mask[1, 0, :, 0].tolist() == [True, False, False, False, False]
+
+
+def test_packed_rows_give_the_same_loss_as_one_example_per_row(tiny_base: BaseModel) -> None:
+    encoded = encode_all(
+        [Example("text", text="alpha beta"), Example("text", text="gamma")],
+        tiny_base.tokenizer,
+        64,
+    )
+    net = tiny_base.model
+
+    def loss(rows: list[list[Encoded]]) -> float:
+        batch = collate(rows, tiny_base.pad_id)
+        with torch.no_grad():
+            return float(
+                net(
+                    input_ids=batch.input_ids,
+                    attention_mask=batch.attention_mask,
+                    position_ids=batch.position_ids,
+                    labels=batch.labels,
+                ).loss
+            )
+
+    assert loss([encoded]) == pytest.approx(loss([[e] for e in encoded]), abs=1e-5)
+
+
 @given(st.lists(st.integers(1, 12), min_size=1, max_size=6), st.integers(0, 300))
 def test_collate_right_pads_every_row(lengths: list[int], pad_id: int) -> None:
     rows = [Encoded(list(range(1, n + 1)), [IGNORE_INDEX, *range(2, n + 1)]) for n in lengths]
-    batch = collate(rows, pad_id)
+    batch = collate([[r] for r in rows], pad_id)
     width = max(lengths)
     assert batch.input_ids.shape == batch.labels.shape == batch.attention_mask.shape
-    assert batch.input_ids.shape == (len(rows), width)
+    assert batch.input_ids.shape == batch.position_ids.shape == (len(rows), width)
     assert batch.input_ids.dtype == batch.labels.dtype == batch.attention_mask.dtype == torch.long
     for i, (row, n) in enumerate(zip(rows, lengths, strict=True)):
         assert batch.input_ids[i, :n].tolist() == row.input_ids
         assert batch.labels[i, :n].tolist() == row.labels
         assert batch.attention_mask[i, :n].tolist() == [1] * n
+        assert batch.position_ids[i, :n].tolist() == list(range(n))
         assert batch.input_ids[i, n:].tolist() == [pad_id] * (width - n)
         assert batch.labels[i, n:].tolist() == [IGNORE_INDEX] * (width - n)
         assert batch.attention_mask[i, n:].tolist() == [0] * (width - n)

@@ -30,6 +30,7 @@ from cotune.training.gate import (
     Reason,
     _outlier_threshold,
     contradictions,
+    judge_scores,
     normalise,
     run_gate,
 )
@@ -145,7 +146,8 @@ def test_clean_evidence_is_clean(demo_gate: GateRun, demo: DemoData) -> None:
             == hashlib.sha256(to_jsonl(demo.contributors[name])).hexdigest()
         )
         assert evidence["rules_hash"] == "0x" + RULES.hash().hex()
-        assert 0 < evidence["probe_steps"] <= RULES.probe_steps
+        probe = RULES.probe_hyperparams(evidence["examples"])
+        assert evidence["probe_steps"] == probe.max_steps
         assert 0 < evidence["probe_tokens"] <= RULES.probe_token_budget
         assert evidence["probe_eval_loss"] < evidence["base_eval_loss"]
 
@@ -353,10 +355,26 @@ def test_equal_rules_have_equal_hashes() -> None:
 
 
 def test_probe_hyperparams_follow_the_rules() -> None:
-    rules = GateRules(probe_rank=4, probe_steps=7, probe_learning_rate=1e-3, seed=3)
-    assert rules.probe_hyperparams() == LoraHyperparams(
-        rank=4, alpha=8, learning_rate=1e-3, max_steps=7, seed=3
+    rules = GateRules(probe_rank=4, probe_fraction=0.5, probe_learning_rate=1e-3, seed=3)
+    assert rules.probe_hyperparams(examples=112) == LoraHyperparams(
+        rank=4, alpha=8, learning_rate=1e-3, max_steps=7, warmup_steps=1, seed=3
     )
+
+
+@pytest.mark.parametrize(("examples", "steps"), [(1, 4), (128, 4), (129, 5), (800, 25)])
+def test_the_probe_grows_with_the_contribution(examples: int, steps: int) -> None:
+    # A quarter of one pass at 8 examples per step, never fewer than 4 steps.
+    assert GateRules().probe_hyperparams(examples).max_steps == steps
+
+
+def test_the_outlier_test_ignores_scores_below_the_floor() -> None:
+    clean = {f"c{i}": s for i, s in enumerate([0.91, 0.88, 0.66, 0.67, 0.61, 0.64])}
+    scores = clean | {"weak": 0.35, "useless": -0.05}
+    threshold, verdicts = judge_scores(scores, RULES)
+    assert verdicts["useless"] is Reason.BELOW_FLOOR
+    assert verdicts["weak"] is Reason.OUTLIER  # counting "useless" would have hidden it
+    assert all(verdicts[c] is Reason.ACCEPTED for c in clean)
+    assert threshold == _outlier_threshold([*clean.values(), 0.35], RULES)
 
 
 # ---- contradictions and normalise --------------------------------------------------------
@@ -423,20 +441,21 @@ def test_no_outlier_threshold_below_three_scores() -> None:
 
 def test_outlier_threshold_worked_example() -> None:
     # median 1.0; |deviations| 0, .05, .1, .1, .8 -> MAD .1 -> 1.4826 * MAD = .14826,
-    # below the relative floor .2 * 1.0; threshold = 1.0 - 3 * .2 = .4
+    # below the relative floor .2 * 1.0; threshold = 1.0 - k * .2 (k = 2: .6)
     scores = [1.0, 1.1, 0.9, 1.05, 0.2]
-    assert _outlier_threshold(scores, RULES) == pytest.approx(0.4)
-    # A wider spread: MAD .3 -> spread .44478 -> threshold 1.0 - 3 * .44478
+    assert RULES.outlier_k == 2.0
+    assert _outlier_threshold(scores, RULES) == pytest.approx(0.6)
+    # A wider spread: MAD .3 -> spread .44478 -> threshold 1.0 - k * .44478
     wide = [1.0, 1.3, 0.7, 1.4, 0.6]
-    assert _outlier_threshold(wide, RULES) == pytest.approx(1.0 - 3 * 1.4826 * 0.3)
+    assert _outlier_threshold(wide, RULES) == pytest.approx(1.0 - 2 * 1.4826 * 0.3)
     # An even count takes the mean of the middle two.
-    assert _outlier_threshold([1.0, 1.0, 2.0, 2.0], RULES) == pytest.approx(1.5 - 3 * 1.4826 * 0.5)
+    assert _outlier_threshold([1.0, 1.0, 2.0, 2.0], RULES) == pytest.approx(1.5 - 2 * 1.4826 * 0.5)
 
 
 def test_outlier_threshold_of_equal_scores_uses_the_relative_floor() -> None:
-    assert _outlier_threshold([0.8] * 5, RULES) == pytest.approx(0.8 - 3 * 0.2 * 0.8)
+    assert _outlier_threshold([0.8] * 5, RULES) == pytest.approx(0.8 - 2 * 0.2 * 0.8)
     assert _outlier_threshold([0.0] * 4, RULES) == 0.0
-    assert _outlier_threshold([-0.5] * 3, RULES) == pytest.approx(-0.5 - 3 * 0.2 * 0.5)
+    assert _outlier_threshold([-0.5] * 3, RULES) == pytest.approx(-0.5 - 2 * 0.2 * 0.5)
 
 
 def test_one_extreme_score_does_not_drag_the_threshold() -> None:
@@ -450,9 +469,9 @@ def test_outlier_threshold_follows_the_rules() -> None:
     scores = [1.0, 1.3, 0.7, 1.4, 0.6]
     by_k = [_outlier_threshold(scores, dataclasses.replace(RULES, outlier_k=k)) for k in (1, 3, 5)]
     assert by_k == sorted((t for t in by_k if t is not None), reverse=True)
-    assert by_k[1] == _outlier_threshold(scores, RULES)
+    assert by_k[1] == _outlier_threshold(scores, dataclasses.replace(RULES, outlier_k=3))
     floor = dataclasses.replace(RULES, min_relative_spread=2.0)
-    assert _outlier_threshold(scores, floor) == pytest.approx(1.0 - 3 * 2.0)
+    assert _outlier_threshold(scores, floor) == pytest.approx(1.0 - 2 * 2.0)
 
 
 finite = st.floats(-10, 10, allow_nan=False)

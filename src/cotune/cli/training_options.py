@@ -85,6 +85,10 @@ TargetModulesOption = typer.Option(
 LearningRateOption = typer.Option(DEFAULTS.learning_rate, "--lr", help="Peak learning rate.")
 EpochsOption = typer.Option(DEFAULTS.epochs, "--epochs", help="Passes over the data.")
 MaxStepsOption = typer.Option(None, "--max-steps", help="Stop after this many steps.")
-BatchSizeOption = typer.Option(DEFAULTS.batch_size, "--batch-size", help="Packed rows per step.")
-SeqLenOption = typer.Option(DEFAULTS.seq_len, "--seq-len", help="Tokens per packed row.")
+BatchSizeOption = typer.Option(
+    DEFAULTS.batch_size, "--batch-size", help="Examples per optimisation step."
+)
+SeqLenOption = typer.Option(
+    DEFAULTS.seq_len, "--seq-len", help="Longest example in tokens (longer ones are cut)."
+)
 SeedOption = typer.Option(DEFAULTS.seed, "--seed", help="Seed: same inputs + seed = same bytes.")

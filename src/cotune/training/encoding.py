@@ -89,46 +89,68 @@ def encode_all(
 
 @dataclass(frozen=True)
 class Batch:
-    """Tensors for one optimisation step."""
+    """Tensors for one optimisation step.
+
+    ``attention_mask`` is ``(rows, width)`` when every row holds one example, and a
+    boolean ``(rows, 1, width, width)`` block-diagonal causal mask when a row holds
+    several, so packed examples never attend to each other.
+    """
 
     input_ids: torch.Tensor
     attention_mask: torch.Tensor
+    position_ids: torch.Tensor
     labels: torch.Tensor
-
-    @property
-    def tokens(self) -> int:
-        """Real (non-padding) tokens in the batch."""
-        return int(self.attention_mask.sum())
+    tokens: int
+    """Real (non-padding) tokens in the batch."""
 
 
-def pack(encoded: Sequence[Encoded], block_size: int) -> list[Encoded]:
-    """Greedily concatenate whole examples into blocks of at most ``block_size`` tokens.
+def pack(encoded: Sequence[Encoded], width: int) -> list[list[Encoded]]:
+    """Lay examples into rows of at most ``width`` tokens, first-fit by decreasing length.
 
-    Examples are never split, so every label stays next to its own context.
+    Examples are never split (one longer than ``width`` gets a row of its own), so every
+    label stays next to its own context; short examples fill the room long ones leave.
     """
-    blocks: list[Encoded] = []
-    ids: list[int] = []
-    labels: list[int] = []
-    for example in encoded:
-        if ids and len(ids) + len(example.input_ids) > block_size:
-            blocks.append(Encoded(ids, labels))
-            ids, labels = [], []
-        ids = ids + example.input_ids
-        labels = labels + example.labels
-    if ids:
-        blocks.append(Encoded(ids, labels))
-    return blocks
+    rows: list[list[Encoded]] = []
+    room: list[int] = []
+    for example in sorted(encoded, key=lambda e: len(e.input_ids), reverse=True):
+        size = len(example.input_ids)
+        slot = next((i for i, free in enumerate(room) if free >= size), None)
+        if slot is None:
+            rows.append([example])
+            room.append(width - size)
+        else:
+            rows[slot].append(example)
+            room[slot] -= size
+    return rows
 
 
-def collate(rows: Sequence[Encoded], pad_id: int) -> Batch:
-    """Right-pad rows to the longest one."""
-    width = max(len(r.input_ids) for r in rows)
+def collate(rows: Sequence[Sequence[Encoded]], pad_id: int) -> Batch:
+    """Right-pad rows of examples to the longest row; positions restart at each example.
+
+    The first token of every example carries no loss: in a packed row it would otherwise
+    be predicted from the end of the example before it.
+    """
+    width = max(sum(len(e.input_ids) for e in row) for row in rows)
     input_ids = torch.full((len(rows), width), pad_id, dtype=torch.long)
     labels = torch.full((len(rows), width), IGNORE_INDEX, dtype=torch.long)
-    mask = torch.zeros((len(rows), width), dtype=torch.long)
+    positions = torch.zeros((len(rows), width), dtype=torch.long)
+    segments = torch.full((len(rows), width), -1, dtype=torch.long)
     for i, row in enumerate(rows):
-        n = len(row.input_ids)
-        input_ids[i, :n] = torch.tensor(row.input_ids)
-        labels[i, :n] = torch.tensor(row.labels)
-        mask[i, :n] = 1
-    return Batch(input_ids, mask, labels)
+        offset = 0
+        for j, example in enumerate(row):
+            end = offset + len(example.input_ids)
+            input_ids[i, offset:end] = torch.tensor(example.input_ids)
+            labels[i, offset + 1 : end] = torch.tensor(example.labels[1:], dtype=torch.long)
+            positions[i, offset:end] = torch.arange(end - offset)
+            segments[i, offset:end] = j
+            offset = end
+    real = segments >= 0
+    if all(len(row) == 1 for row in rows):
+        mask = real.long()
+    else:
+        causal = torch.ones((width, width), dtype=torch.bool).tril()
+        same = segments[:, :, None] == segments[:, None, :]
+        # Padding attends to itself only, so no softmax row is empty.
+        mask = (same & causal & real[:, :, None]) | torch.eye(width, dtype=torch.bool)
+        mask = mask[:, None]
+    return Batch(input_ids, mask, positions, labels, int(real.sum()))

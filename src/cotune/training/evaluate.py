@@ -11,7 +11,7 @@ from torch.nn import functional
 
 from cotune.training.base_model import BaseModel
 from cotune.training.data import Example
-from cotune.training.encoding import IGNORE_INDEX, collate, encode_all
+from cotune.training.encoding import IGNORE_INDEX, Encoded, collate, encode_all
 
 
 @dataclass(frozen=True)
@@ -33,7 +33,6 @@ class EvalResult:
         }
 
 
-@torch.no_grad()
 def evaluate(
     base: BaseModel,
     examples: Sequence[Example],
@@ -44,15 +43,29 @@ def evaluate(
 ) -> EvalResult:
     """Evaluate ``model`` (default: the base model) on ``examples``, one example per row."""
     encoded = encode_all(examples, base.tokenizer, max_length)
+    return evaluate_encoded(base, encoded, model=model, batch_size=batch_size)
+
+
+@torch.inference_mode()
+def evaluate_encoded(
+    base: BaseModel,
+    encoded: Sequence[Encoded],
+    *,
+    model: torch.nn.Module | None = None,
+    batch_size: int = 16,
+) -> EvalResult:
+    """``evaluate`` on examples already encoded (the gate scores one eval set many times)."""
     if not encoded:
         raise ValueError("the eval set has no example with a loss-carrying token")
+    # Sorted by length, so each batch pads little; the sums do not depend on the order.
+    encoded = sorted(encoded, key=lambda e: len(e.input_ids))
     net = model if model is not None else base.model
     was_training = net.training
     net.train(False)
     total, count = 0.0, 0
     try:
         for start in range(0, len(encoded), batch_size):
-            batch = collate(encoded[start : start + batch_size], base.pad_id)
+            batch = collate([[e] for e in encoded[start : start + batch_size]], base.pad_id)
             logits = net(
                 input_ids=batch.input_ids.to(base.device),
                 attention_mask=batch.attention_mask.to(base.device),

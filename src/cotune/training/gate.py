@@ -14,6 +14,8 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
+import random
 import re
 from collections import Counter, defaultdict
 from collections.abc import Callable, Sequence
@@ -24,7 +26,8 @@ from typing import Any
 from cotune.training.base_model import BaseModel
 from cotune.training.config import LoraHyperparams
 from cotune.training.data import Example, validate_bytes
-from cotune.training.evaluate import EvalResult, evaluate
+from cotune.training.encoding import encode_all
+from cotune.training.evaluate import EvalResult, evaluate_encoded
 from cotune.training.trainer import detach_lora, train_lora
 
 SCORE_SCALE = 1_000_000
@@ -54,12 +57,13 @@ class GateRules:
     max_cross_duplicate_rate: float = 0.5
     max_contradiction_rate: float = 0.2
     min_contradiction_checks: int = 5
-    score_floor: float = 0.1
-    outlier_k: float = 3.0
+    score_floor: float = 0.25
+    outlier_k: float = 2.0
     min_relative_spread: float = 0.2
-    probe_steps: int = 20
+    probe_fraction: float = 0.25
+    probe_min_steps: int = 4
     probe_token_budget: int = 60_000
-    probe_learning_rate: float = 3e-3
+    probe_learning_rate: float = 1e-2
     probe_rank: int = 8
     seed: int = 0
 
@@ -92,13 +96,21 @@ class GateRules:
             raise ValueError(f"unknown gate rules: {', '.join(unknown)}")
         return cls(**raw)
 
-    def probe_hyperparams(self) -> LoraHyperparams:
-        """Hyperparameters of the per-contributor probe."""
+    def probe_hyperparams(self, examples: int) -> LoraHyperparams:
+        """Hyperparameters of the probe of a contribution of ``examples`` examples.
+
+        The probe sees ``probe_fraction`` of one pass over the contribution (at least
+        ``probe_min_steps`` steps, at most ``probe_token_budget`` tokens), so the gate costs
+        a fixed share of the joint training whatever the contribution's size.
+        """
+        batch = LoraHyperparams.batch_size
+        steps = max(self.probe_min_steps, math.ceil(self.probe_fraction * examples / batch))
         return LoraHyperparams(
             rank=self.probe_rank,
             alpha=2 * self.probe_rank,
             learning_rate=self.probe_learning_rate,
-            max_steps=self.probe_steps,
+            max_steps=steps,
+            warmup_steps=1,
             seed=self.seed,
         )
 
@@ -223,7 +235,8 @@ def run_gate(
 ) -> GateReport:
     """Decide on every ``(contributor, jsonl bytes)``; nothing failing a check is trained on."""
     notify = on_progress or (lambda _who, _stage: None)
-    base_eval = evaluate(base, eval_examples)
+    eval_encoded = encode_all(eval_examples, base.tokenizer, LoraHyperparams.seq_len)
+    base_eval = evaluate_encoded(base, eval_encoded)
     parsed: dict[str, list[Example]] = {}
     evidence: dict[str, dict[str, Any]] = {}
     verdicts: dict[str, Reason] = {}
@@ -258,14 +271,19 @@ def run_gate(
         verdicts[contributor] = _structural_reason(evidence[contributor], rules)
 
     scores: dict[str, float] = {}
-    hp = rules.probe_hyperparams()
     for contributor, _ in contributions:
         if verdicts[contributor] is not Reason.ACCEPTED:
             continue
         notify(contributor, "probe")
-        result = train_lora(base, parsed[contributor], hp, token_budget=rules.probe_token_budget)
+        examples = parsed[contributor]
+        hp = rules.probe_hyperparams(len(examples))
+        # The probe sees a seeded sample of what it has the steps for; encoding the rest
+        # would cost more than the probe's training on a large contribution.
+        wanted = (hp.max_steps or 1) * hp.batch_size
+        sample = random.Random(rules.seed).sample(examples, min(wanted, len(examples)))
+        result = train_lora(base, sample, hp, token_budget=rules.probe_token_budget)
         try:
-            probe = evaluate(base, eval_examples, model=result.model)
+            probe = evaluate_encoded(base, eval_encoded, model=result.model)
         finally:
             detach_lora(result.model)
         scores[contributor] = base_eval.loss - probe.loss
@@ -276,12 +294,9 @@ def run_gate(
             "score": round(scores[contributor], 6),
         }
 
-    threshold = _outlier_threshold(list(scores.values()), rules)
-    for contributor, score in scores.items():
-        if score < rules.score_floor:
-            verdicts[contributor] = Reason.BELOW_FLOOR
-        elif threshold is not None and score < threshold:
-            verdicts[contributor] = Reason.OUTLIER
+    threshold, score_verdicts = judge_scores(scores, rules)
+    for contributor, reason in score_verdicts.items():
+        verdicts[contributor] = reason
         evidence[contributor]["outlier_threshold"] = threshold
     positive = {c: s for c, s in scores.items() if verdicts[c] is Reason.ACCEPTED}
     total = sum(positive.values())
@@ -306,6 +321,27 @@ def run_gate(
         )
     accepted = {d.contributor: parsed[d.contributor] for d in decisions if d.accepted}
     return GateReport(decisions, base_eval, rules, accepted)
+
+
+def judge_scores(
+    scores: dict[str, float], rules: GateRules
+) -> tuple[float | None, dict[str, Reason]]:
+    """The outlier threshold and each probed contributor's verdict from the scores alone.
+
+    The outlier test runs among those above the floor: a useless contribution's score
+    would otherwise widen the spread and hide a weak poison.
+    """
+    above = [s for s in scores.values() if s >= rules.score_floor]
+    threshold = _outlier_threshold(above, rules)
+    verdicts = {}
+    for contributor, score in scores.items():
+        if score < rules.score_floor:
+            verdicts[contributor] = Reason.BELOW_FLOOR
+        elif threshold is not None and score < threshold:
+            verdicts[contributor] = Reason.OUTLIER
+        else:
+            verdicts[contributor] = Reason.ACCEPTED
+    return threshold, verdicts
 
 
 def _contradiction_evidence(

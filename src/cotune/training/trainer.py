@@ -1,7 +1,14 @@
 """LoRA fine-tuning with ``transformers`` + ``peft``.
 
-Packed sequences, a seeded data order, and byte-identical adapters for the same
-inputs and seed on the same machine.
+A step is ``batch_size`` examples (the same unit as a ``transformers.Trainer`` batch, so
+the same hyperparameters mean the same number of updates). Short examples share a row
+with block-diagonal attention (``pack``), and the output head runs on loss-carrying
+positions only. The data order is seeded, and the same inputs and seed on the same
+machine give byte-identical adapters.
+
+Sorting steps by length would cut padding further, but it makes steps single-domain
+when length tracks the domain, and measured eval loss got worse (0.40 -> 0.46 on the demo
+data), so steps stay uniformly shuffled.
 """
 
 from __future__ import annotations
@@ -11,14 +18,16 @@ import random
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import Any, cast
 
 import torch
 from peft import LoraConfig, PeftModel, TaskType, get_peft_model
+from torch.nn import functional
 
 from cotune.training.base_model import BaseModel
 from cotune.training.config import LoraHyperparams
 from cotune.training.data import Example
-from cotune.training.encoding import Encoded, collate, encode_all, pack
+from cotune.training.encoding import IGNORE_INDEX, Batch, Encoded, collate, encode_all, pack
 
 StepCallback = Callable[[int, int, float], None]
 """Called after each step with (step, total steps, loss)."""
@@ -58,13 +67,37 @@ def balance_sources(sources: Sequence[Sequence[Example]], seed: int) -> list[Exa
     return balanced
 
 
-def _blocks(examples: Sequence[Example], base: BaseModel, hp: LoraHyperparams) -> list[Encoded]:
+def _encode(examples: Sequence[Example], base: BaseModel, hp: LoraHyperparams) -> list[Encoded]:
     encoded = encode_all(examples, base.tokenizer, hp.seq_len)
     if not encoded:
         raise ValueError("no training example has a loss-carrying token")
-    order = list(range(len(encoded)))
-    random.Random(hp.seed).shuffle(order)
-    return pack([encoded[i] for i in order], hp.seq_len)
+    return encoded
+
+
+def plan_epoch(count: int, batch_size: int, rng: random.Random) -> list[list[int]]:
+    """One epoch's steps as example indices: shuffled, every example exactly once."""
+    order = list(range(count))
+    rng.shuffle(order)
+    return [order[i : i + batch_size] for i in range(0, count, batch_size)][::-1]
+
+
+def _loss(model: PeftModel, batch: Batch, device: torch.device) -> torch.Tensor:
+    """Mean cross-entropy over the loss-carrying tokens, with logits for those tokens only.
+
+    The output head runs on the labelled positions alone (the assistant replies), not on
+    every prompt and padding token as a full forward pass would.
+    """
+    net: Any = model.get_base_model()  # a transformers model: untyped accessors
+    hidden = net.get_decoder()(
+        input_ids=batch.input_ids.to(device),
+        attention_mask=batch.attention_mask.to(device),
+        position_ids=batch.position_ids.to(device),
+    ).last_hidden_state
+    targets = batch.labels[:, 1:].to(device)
+    keep = targets != IGNORE_INDEX
+    head = cast(torch.nn.Module, net.get_output_embeddings())
+    logits = head(hidden[:, :-1][keep])
+    return functional.cross_entropy(logits.float(), targets[keep])
 
 
 def attach_lora(base: BaseModel, hp: LoraHyperparams) -> PeftModel:
@@ -99,15 +132,17 @@ def train_lora(
     ``detach_lora(result.model)`` before training another adapter on the same base.
     """
     torch.use_deterministic_algorithms(True, warn_only=True)
-    blocks = _blocks(examples, base, hp)
-    steps_per_epoch = math.ceil(len(blocks) / hp.batch_size)
+    encoded = _encode(examples, base, hp)
+    steps_per_epoch = math.ceil(len(encoded) / hp.batch_size)
     total_steps = hp.max_steps or steps_per_epoch * hp.epochs
     if token_budget is not None:
-        mean_batch_tokens = sum(len(b.input_ids) for b in blocks) / steps_per_epoch
-        total_steps = max(1, min(total_steps, int(token_budget // max(mean_batch_tokens, 1))))
+        mean_step_tokens = sum(len(e.input_ids) for e in encoded) / steps_per_epoch
+        total_steps = max(1, min(total_steps, int(token_budget // max(mean_step_tokens, 1))))
     model = attach_lora(base, hp)
     params = [p for p in model.parameters() if p.requires_grad]
-    optimizer = torch.optim.AdamW(params, lr=hp.learning_rate, weight_decay=0.0)
+    optimizer = torch.optim.AdamW(
+        params, lr=hp.learning_rate, weight_decay=0.0, fused=base.device.type in ("cpu", "cuda")
+    )
 
     def schedule(step: int) -> float:
         if step < hp.warmup_steps:
@@ -118,20 +153,16 @@ def train_lora(
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, schedule)
     model.train()
     tokens, loss_value, start = 0, float("nan"), time.perf_counter()
-    order = torch.Generator().manual_seed(hp.seed)
-    permutation: list[int] = []
+    rng = random.Random(hp.seed)
+    plan: list[list[int]] = []
     for step in range(total_steps):
-        if len(permutation) < hp.batch_size:
-            permutation += torch.randperm(len(blocks), generator=order).tolist()
-        rows = [blocks[i] for i in permutation[: hp.batch_size]]
-        del permutation[: hp.batch_size]
-        batch = collate(rows, base.pad_id)
-        loss = model(
-            input_ids=batch.input_ids.to(base.device),
-            attention_mask=batch.attention_mask.to(base.device),
-            labels=batch.labels.to(base.device),
-        ).loss
-        loss.backward()
+        if not plan:
+            plan = plan_epoch(len(encoded), hp.batch_size, rng)
+        chosen = [encoded[i] for i in plan.pop()]
+        # Rows as wide as the step's longest example: packing only fills room left anyway.
+        batch = collate(pack(chosen, max(len(e.input_ids) for e in chosen)), base.pad_id)
+        loss = _loss(model, batch, base.device)
+        torch.autograd.backward(loss)
         torch.nn.utils.clip_grad_norm_(params, 1.0)
         optimizer.step()
         scheduler.step()
