@@ -65,11 +65,12 @@ class Chain:
         """An address's balance in wei."""
         return int(self.w3.eth.get_balance(address))  # type: ignore[arg-type]
 
-    def fund(self, address: str, wei: int) -> None:
-        """Send ``wei`` from the first dev account (dev chains only)."""
-        if not self.dev_accounts:
-            raise ChainError(f"{self.url} has no funded dev accounts to pay from")
-        payer = self.dev_accounts[0]
+    def fund(self, address: str, wei: int, payer: LocalAccount | None = None) -> None:
+        """Send ``wei`` from ``payer`` (default: the first dev account, on dev chains)."""
+        if payer is None:
+            if not self.dev_accounts:
+                raise ChainError(f"{self.url} has no funded dev accounts to pay from")
+            payer = self.dev_accounts[0]
         sender = self.sender(payer)
         with self._nonces.lock(sender.address):
             nonce = self._nonces.peek(sender.address)

@@ -45,6 +45,8 @@ class Reason(IntEnum):
     CONTRADICTIONS = 5
     BELOW_FLOOR = 6
     OUTLIER = 7
+    UNREADABLE = 8
+    """Set by the aggregator: the ciphertext could not be fetched, verified or decrypted."""
 
 
 @dataclass(frozen=True)

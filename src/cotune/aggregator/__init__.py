@@ -1,0 +1,1 @@
+"""The enclave aggregator: its runtime (keys, measurement, attestation) and the session service."""

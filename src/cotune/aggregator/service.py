@@ -1,0 +1,166 @@
+"""The aggregator service: an enclave, its registration, and the sessions it runs.
+
+``Aggregator.start`` opens (or creates) the sealed enclave keys, computes the code
+measurement and registers the enclave on chain when no live record matches it.
+``poll`` reads new ``QuorumReached`` events (through a persisted cursor, with
+confirmations), queues the sessions that name this enclave, and runs every queued
+session as far as it can go.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from eth_account.signers.local import LocalAccount
+
+from cotune.aggregator.enclave import EnclaveKeys, load_or_create_keys
+from cotune.aggregator.measurement import code_measurement
+from cotune.aggregator.pipeline import BaseModels, SessionProcessor
+from cotune.aggregator.state import Stage, StateStore, open_state_store
+from cotune.chain.connection import Chain
+from cotune.chain.deployment import Contracts, Deployment
+from cotune.chain.events import Event, QuorumReached
+from cotune.chain.watcher import EventWatcher
+from cotune.storage.base import BlobStore
+
+ENCLAVE_ID_KEY = "enclave_id"
+SIGNER_FLOAT = 10**18
+"""Wei the operator keeps on the enclave signer, which pays for finalize and slash."""
+
+
+@dataclass(frozen=True)
+class AggregatorConfig:
+    """Where the service keeps its state, and how it watches the chain."""
+
+    data_dir: Path
+    operator_secret: str
+    confirmations: int = 0
+    poll_seconds: float = 1.0
+
+
+class Aggregator:
+    """One enclave serving the sessions that name it."""
+
+    def __init__(
+        self,
+        chain: Chain,
+        deployment: Deployment,
+        store: BlobStore,
+        config: AggregatorConfig,
+        *,
+        keys: EnclaveKeys | None = None,
+        state: StateStore | None = None,
+        bases: BaseModels | None = None,
+    ) -> None:
+        self.chain = chain
+        self.deployment = deployment
+        self.store = store
+        self.config = config
+        config.data_dir.mkdir(parents=True, exist_ok=True)
+        self.keys = keys or load_or_create_keys(
+            config.data_dir / "enclave.sealed.json", config.operator_secret
+        )
+        self.state = state or open_state_store(config.data_dir / "state.sqlite3")
+        self.measurement = code_measurement()
+        self.contracts = Contracts.at(chain, deployment)
+        self.bases = bases or BaseModels()
+        self._processor: SessionProcessor | None = None
+        self._watcher = EventWatcher(
+            chain,
+            [deployment.coordinator],
+            event_types=[QuorumReached],
+            start_block=deployment.block_number,
+            confirmations=config.confirmations,
+            cursor_path=config.data_dir / "watcher.cursor.json",
+        )
+
+    @property
+    def enclave_id(self) -> int | None:
+        """This enclave's id on chain, once registered."""
+        value = self.state.get_value(ENCLAVE_ID_KEY)
+        return int(value) if value is not None else None
+
+    def register(self, authority: LocalAccount, operator: LocalAccount) -> int:
+        """Register the enclave (dev attestation by ``authority``, sent by ``operator``).
+
+        Idempotent: a live record with the same signer, HPKE key and measurement is reused.
+        The operator also tops up the enclave signer, which pays for its own transactions.
+        """
+        if self.chain.balance(self.keys.public.signer) < SIGNER_FLOAT // 2:
+            self.chain.fund(self.keys.public.signer, SIGNER_FLOAT, payer=operator)
+        registry = self.contracts.registry
+        public = self.keys.public
+        hpke = public.hpke_public_key.to_bytes()
+        known = self.enclave_id
+        if known is not None:
+            record = registry.get(known)
+            if not record.revoked and record.measurement == self.measurement:
+                return known
+        evidence = self.contracts.verifier.attest(authority, public.signer, hpke, self.measurement)
+        enclave_id = registry.as_account(operator).register(
+            public.signer, hpke, self.measurement, self.deployment.dev_verifier, evidence
+        )
+        self.state.set_value(ENCLAVE_ID_KEY, str(enclave_id))
+        return enclave_id
+
+    @property
+    def processor(self) -> SessionProcessor:
+        """The session runner (needs the enclave registered)."""
+        if self._processor is None:
+            enclave_id = self.enclave_id
+            if enclave_id is None:
+                raise RuntimeError("the enclave is not registered yet")
+            self._processor = SessionProcessor(
+                contracts=self.contracts,
+                store=self.store,
+                keys=self.keys,
+                enclave_id=enclave_id,
+                measurement=self.measurement,
+                state=self.state,
+                bases=self.bases,
+                from_block=self.deployment.block_number,
+            )
+        return self._processor
+
+    def _on_event(self, event: Event) -> None:
+        if isinstance(event, QuorumReached):
+            info = self.contracts.coordinator.session(event.session_id)
+            if info.enclave_id == self.enclave_id:
+                self.state.enqueue(event.session_id)
+                self.state.log(event.session_id, f"quorum reached with {event.submitted}")
+
+    def poll(self) -> list[int]:
+        """Queue new sessions, then run every unfinished one; returns those that moved."""
+        self._watcher.poll(self._on_event)
+        moved = []
+        for record in self.state.sessions():
+            if record.stage in (Stage.DONE, Stage.FAILED):
+                continue
+            if self.processor.process(record.session_id) is not record.stage:
+                moved.append(record.session_id)
+        return moved
+
+    def recover(self, session_id: int) -> Stage:
+        """Retry a failed (or stuck) session from its last checkpoint."""
+        record = self.state.get(session_id)
+        if record is None:
+            self.state.enqueue(session_id)
+        elif record.stage is Stage.FAILED:
+            resume = _last_checkpoint(record.timestamps)
+            self.state.advance(session_id, resume)
+            self.state.log(session_id, f"recovery: resuming from {resume.value}")
+        return self.processor.process(session_id)
+
+    def run(self, *, should_stop: Callable[[], bool] = lambda: False) -> None:
+        """Poll until ``should_stop`` says so."""
+        while not should_stop():
+            self.poll()
+            time.sleep(self.config.poll_seconds)
+
+
+def _last_checkpoint(timestamps: dict[str, float]) -> Stage:
+    reached = [s for s in Stage if s not in (Stage.FAILED, Stage.DONE) and s.value in timestamps]
+    return max(reached, key=lambda s: s.rank) if reached else Stage.QUEUED

@@ -1,0 +1,97 @@
+"""The public documents a session commits to by hash: its training spec and its gate rules.
+
+Both are stored as canonical JSON in content-addressed storage, so the content id *is*
+the hash committed on chain (``modelRef`` and ``gateRulesHash``): the aggregator fetches
+them by that hash and the store verifies the bytes.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+from dataclasses import dataclass, field
+from typing import Any
+
+from cotune.storage.base import BlobStore
+from cotune.training.config import LoraHyperparams
+from cotune.training.gate import GateRules
+from cotune.training.tiny import TINY_MODEL_ID
+
+
+class SpecError(Exception):
+    """A committed document is missing from storage or malformed."""
+
+
+def canonical(document: dict[str, Any]) -> bytes:
+    """Sorted keys, no whitespace: the bytes that are hashed."""
+    return json.dumps(document, sort_keys=True, separators=(",", ":")).encode()
+
+
+@dataclass(frozen=True)
+class SessionSpec:
+    """What the joint training runs: base model, hyperparameters, balancing."""
+
+    base_model: str = TINY_MODEL_ID
+    hyperparams: LoraHyperparams = field(default_factory=LoraHyperparams)
+    balance: bool = True
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain JSON-able form."""
+        return {
+            "base_model": self.base_model,
+            "hyperparams": self.hyperparams.to_dict(),
+            "balance": self.balance,
+        }
+
+    @classmethod
+    def from_dict(cls, raw: dict[str, Any]) -> SessionSpec:
+        """Parse, refusing unknown keys."""
+        unknown = sorted(set(raw) - {"base_model", "hyperparams", "balance"})
+        if unknown:
+            raise ValueError(f"unknown session spec fields: {', '.join(unknown)}")
+        return cls(
+            str(raw.get("base_model", TINY_MODEL_ID)),
+            LoraHyperparams.from_dict(dict(raw.get("hyperparams", {}))),
+            bool(raw.get("balance", True)),
+        )
+
+
+def publish(store: BlobStore, document: dict[str, Any]) -> bytes:
+    """Store a document canonically; returns its 32-byte hash (= content id)."""
+    return store.put(io.BytesIO(canonical(document))).digest
+
+
+def fetch_document(store: BlobStore, digest: bytes, what: str) -> dict[str, Any]:
+    """Fetch and parse a committed document; ``SpecError`` when missing or malformed."""
+    try:
+        raw = store.get_bytes(store.stat(digest.hex()))
+        document = json.loads(raw)
+    except Exception as exc:
+        raise SpecError(f"the session's {what} (0x{digest.hex()}) cannot be read: {exc}") from exc
+    if not isinstance(document, dict) or canonical(document) != raw:
+        raise SpecError(f"the session's {what} (0x{digest.hex()}) is not canonical JSON")
+    return document
+
+
+def fetch_spec(store: BlobStore, digest: bytes) -> SessionSpec:
+    """The session spec committed as ``modelRef``."""
+    try:
+        return SessionSpec.from_dict(fetch_document(store, digest, "training spec"))
+    except ValueError as exc:
+        raise SpecError(f"the session's training spec is invalid: {exc}") from exc
+
+
+def fetch_rules(store: BlobStore, digest: bytes) -> GateRules:
+    """The gate rules committed as ``gateRulesHash`` (their canonical hash is checked too)."""
+    try:
+        rules = GateRules.from_dict(fetch_document(store, digest, "gate rules"))
+    except ValueError as exc:
+        raise SpecError(f"the session's gate rules are invalid: {exc}") from exc
+    if rules.hash() != digest:
+        raise SpecError("the stored gate rules do not hash to the session's gateRulesHash")
+    return rules
+
+
+def publish_rules(store: BlobStore, rules: GateRules) -> bytes:
+    """Store gate rules; their content id equals ``rules.hash()``."""
+    return store.put(io.BytesIO(rules.canonical_json().encode())).digest
