@@ -81,8 +81,25 @@ def test_no_passphrase_without_terminal(tmp_path: Path) -> None:
 
 
 def test_demo_json() -> None:
-    result = runner.invoke(app, ["demo", "--json", "--size-mib", "1"])
+    result = runner.invoke(app, ["demo", "--json", "--examples", "60"])
     assert result.exit_code == 0, result.output
     report = json.loads(result.stdout.strip().splitlines()[-1])
     assert report["ok"] is True
     assert all(report["checks"].values())
+    assert set(report) >= {"contributors", "eval_loss", "adapter_sha256", "gas", "seconds"}
+    decisions = {c["name"]: c["decision"] for c in report["contributors"]}
+    assert decisions == {
+        "contributor_1_clinic": "accepted",
+        "contributor_2_capitals": "accepted",
+        "contributor_3_units": "accepted",
+        "poisoned_random_text": "rejected",
+    }
+    assert len(set(report["adapter_sha256"].values())) == 1
+    assert report["eval_loss"]["joint"] < min(report["eval_loss"]["solo"].values())
+    assert report["gas"]["finalize"] > 0 and report["gas"]["slash:poisoned_random_text"] > 0
+
+
+def test_demo_rejects_an_unknown_poison() -> None:
+    result = runner.invoke(app, ["demo", "--poison", "nope"])
+    assert result.exit_code == 2
+    assert "random_text" in result.output

@@ -5,7 +5,20 @@ from __future__ import annotations
 import typer
 
 from cotune import __version__
-from cotune.cli import compare, demo, demo_data, devnet, evaluate, gate, keys, train
+from cotune.cli import (
+    aggregator,
+    compare,
+    demo,
+    demo_data,
+    devnet,
+    enclave,
+    evaluate,
+    gate,
+    keys,
+    session,
+    submit,
+    train,
+)
 
 app = typer.Typer(
     name="cotune",
@@ -18,6 +31,11 @@ app = typer.Typer(
 )
 app.add_typer(keys.app, name="keys")
 app.add_typer(devnet.app, name="devnet")
+app.add_typer(session.app, name="session")
+app.add_typer(aggregator.app, name="aggregator")
+app.add_typer(enclave.app, name="enclave")
+app.command("submit")(submit.submit)
+app.command("download")(submit.download)
 app.command("demo")(demo.demo)
 app.command("train")(train.train)
 app.command("eval")(evaluate.eval_command)

@@ -19,8 +19,12 @@ from rich.progress import (
     TransferSpeedColumn,
 )
 
+from cotune.aggregator.attestation import AttestationError
+from cotune.aggregator.enclave import EnclaveKeyError
+from cotune.aggregator.spec import SpecError
 from cotune.chain.errors import ChainError
 from cotune.crypto.errors import CryptoError
+from cotune.sdk.client import SubmitError
 from cotune.storage.errors import StorageError
 
 console = Console()
@@ -47,7 +51,18 @@ def friendly_errors() -> Iterator[None]:
     """Turn the library's expected failures into one-line errors instead of tracebacks."""
     try:
         yield
-    except (ChainError, CryptoError, StorageError, ValueError, OSError) as exc:
+    except (
+        ChainError,
+        CryptoError,
+        StorageError,
+        ValueError,
+        OSError,
+        LookupError,
+        AttestationError,
+        SubmitError,
+        SpecError,
+        EnclaveKeyError,
+    ) as exc:
         fail(f"{type(exc).__name__}: {exc}")
 
 

@@ -1,0 +1,161 @@
+"""``cotune aggregator``: run the enclave service, look at its sessions, recover one."""
+
+from __future__ import annotations
+
+import signal
+import threading
+from pathlib import Path
+from types import FrameType
+
+import torch
+import typer
+from rich.table import Table
+
+from cotune.aggregator.enclave import DEV_MODE_WARNING
+from cotune.aggregator.service import Aggregator, AggregatorConfig
+from cotune.aggregator.state import SqliteStateStore
+from cotune.cli.output import JsonOption, console, fail, friendly_errors, print_json
+from cotune.cli.participant import (
+    ChainOption,
+    DeploymentOption,
+    StorageOption,
+    dev_account,
+    load_identity,
+    open_chain,
+    open_storage,
+    operator_secret,
+)
+
+app = typer.Typer(help=f"The enclave aggregator service. {DEV_MODE_WARNING}.", no_args_is_help=True)
+
+DataDirOption = typer.Option(
+    Path("aggregator-data"), "--data-dir", help="State (SQLite), sealed enclave keys, cursor."
+)
+
+
+def _aggregator(
+    chain: str, deployment: Path | None, storage: str | None, data_dir: Path
+) -> Aggregator:
+    chain_, record = open_chain(chain, deployment)
+    config = AggregatorConfig(data_dir, operator_secret())
+    return Aggregator(chain_, record, open_storage(storage), config)
+
+
+@app.command("run")
+def run(
+    chain: str = ChainOption,
+    deployment: Path | None = DeploymentOption,
+    storage: str | None = StorageOption,
+    data_dir: Path = DataDirOption,
+    operator_key: str | None = typer.Option(
+        None,
+        "--operator-key",
+        help="Keystore that registers the enclave and funds its signer [default on a dev "
+        "chain: its first dev account].",
+    ),
+    once: bool = typer.Option(False, "--once", help="Poll once, run what is ready, exit."),
+    threads: int | None = typer.Option(
+        None, "--threads", min=1, help="Torch CPU threads [default: torch's choice]."
+    ),
+    poll: float = typer.Option(1.0, "--poll", help="Seconds between polls."),
+) -> None:
+    """Register the enclave if needed, then run every session that reaches quorum.
+
+    Needs COTUNE_ENCLAVE_SECRET (seals the enclave keys in the data dir). Stop with
+    Ctrl-C or SIGTERM; a restart resumes every session from its last checkpoint.
+    """
+    if threads:
+        torch.set_num_threads(threads)
+    with friendly_errors():
+        service = _aggregator(chain, deployment, storage, data_dir)
+        operator = (
+            load_identity(operator_key).account
+            if operator_key
+            else service.chain.dev_accounts[0]
+            if service.chain.dev_accounts
+            else None
+        )
+        authority = dev_account(service.chain, service.deployment.dev_authority)
+        if service.enclave_id is None:
+            if operator is None or authority is None:
+                fail("the enclave is not registered and no dev authority key is available here")
+            service.register(authority, operator)
+        console.print(f"[yellow]{DEV_MODE_WARNING}[/]", soft_wrap=True)
+        console.print(
+            f"enclave {service.enclave_id}: signer {service.keys.public.signer}, "
+            f"measurement 0x{service.measurement.hex()}",
+            highlight=False,
+            soft_wrap=True,
+        )
+        stop = threading.Event()
+
+        def on_signal(_signum: int, _frame: FrameType | None) -> None:
+            stop.set()
+
+        signal.signal(signal.SIGTERM, on_signal)
+        printer = threading.Thread(target=_print_logs, args=(service, stop), daemon=True)
+        printer.start()
+        while True:
+            service.poll()
+            if once or stop.wait(poll):
+                break
+        stop.set()
+        printer.join()
+
+
+def _print_logs(service: Aggregator, stop: threading.Event) -> None:
+    """Echo every session's new log lines while the service works (sessions run long)."""
+    seen: dict[int, int] = {}
+    while True:
+        stopping = stop.wait(0.3)
+        for record in service.state.sessions():
+            for line in service.state.logs(record.session_id, seen.get(record.session_id, 0)):
+                console.print(
+                    f"[dim]session {line.session_id}[/] {line.message}",
+                    highlight=False,
+                    soft_wrap=True,
+                )
+                seen[record.session_id] = line.line_id
+        if stopping:
+            return
+
+
+@app.command("status")
+def status(data_dir: Path = DataDirOption, as_json: bool = JsonOption) -> None:
+    """Every session the aggregator has seen: stage, attempts, error, timestamps."""
+    database = data_dir / "state.sqlite3"
+    if not database.exists():
+        fail(f"no aggregator state in {data_dir}")
+    records = SqliteStateStore(database).sessions()
+    if as_json:
+        print_json([r.to_dict() | {"result": None} for r in records])
+        return
+    table = Table(title=f"sessions in {data_dir}")
+    for column in ("session", "stage", "attempts", "error"):
+        table.add_column(column)
+    for r in records:
+        table.add_row(str(r.session_id), r.stage.value, str(r.attempts), r.error or "")
+    console.print(table)
+
+
+@app.command("recover")
+def recover(
+    session_id: int = typer.Argument(..., help="Session to retry."),
+    chain: str = ChainOption,
+    deployment: Path | None = DeploymentOption,
+    storage: str | None = StorageOption,
+    data_dir: Path = DataDirOption,
+    as_json: bool = JsonOption,
+) -> None:
+    """Retry a session stuck by an external fault, from its last checkpoint."""
+    with friendly_errors():
+        service = _aggregator(chain, deployment, storage, data_dir)
+        stage = service.recover(session_id)
+        record = service.state.get(session_id)
+    error = record.error if record else None
+    if as_json:
+        print_json({"session_id": session_id, "stage": stage.value, "error": error})
+    else:
+        console.print(f"session {session_id}: {stage.value}" + (f" ({error})" if error else ""))
+    if error:
+        raise typer.Exit(1)

@@ -1,0 +1,81 @@
+"""``cotune submit`` and ``cotune download``: a contributor's two commands."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+
+from cotune.cli.output import JsonOption, byte_progress, console, friendly_errors, print_json
+from cotune.cli.participant import (
+    ChainOption,
+    DeploymentOption,
+    KeyOption,
+    StorageOption,
+    participant,
+)
+
+
+def submit(
+    session_id: int = typer.Argument(..., help="Session id."),
+    dataset: Path = typer.Argument(..., exists=True, dir_okay=False, help="Your JSONL dataset."),
+    stake: int | None = typer.Option(None, "--stake", help="Stake in wei [default: the minimum]."),
+    measurement: str | None = typer.Option(
+        None,
+        "--measurement",
+        help="Refuse an enclave not running this code (hex, from `cotune enclave measurement`).",
+    ),
+    chain: str = ChainOption,
+    deployment: Path | None = DeploymentOption,
+    storage: str | None = StorageOption,
+    key: str = KeyOption,
+    as_json: bool = JsonOption,
+) -> None:
+    """Validate, verify the enclave, encrypt to it, upload and commit with a stake.
+
+    Nothing is uploaded or staked unless the data validates, the attestation holds,
+    and the session accepts you (open, before its deadline, allow-list, first submit).
+    """
+    pinned = bytes.fromhex(measurement.removeprefix("0x")) if measurement else None
+    with friendly_errors():
+        client = participant(chain, deployment, storage, key)
+        size = dataset.stat().st_size
+        with byte_progress("encrypt", size, enabled=not as_json) as advance:
+            result = client.submit(
+                session_id, dataset, stake=stake, pinned_measurement=pinned, progress=advance
+            )
+    payload = {
+        "session_id": session_id,
+        "ciphertext_hash": "0x" + result.ciphertext_hash.hex(),
+        "bytes": result.size,
+        "examples": result.examples,
+        "tx": result.tx.tx_hash,
+        "gas": result.tx.gas_used,
+    }
+    if as_json:
+        print_json(payload)
+    else:
+        console.print(
+            f"submitted {result.examples} examples to session {session_id}: "
+            f"ciphertext 0x{result.ciphertext_hash.hex()[:16]}…, gas {result.tx.gas_used}"
+        )
+
+
+def download(
+    session_id: int = typer.Argument(..., help="Session id."),
+    out: Path = typer.Argument(..., help="Directory to create with the PEFT adapter."),
+    chain: str = ChainOption,
+    deployment: Path | None = DeploymentOption,
+    storage: str | None = StorageOption,
+    key: str = KeyOption,
+    as_json: bool = JsonOption,
+) -> None:
+    """Unseal your model key, fetch and verify the adapter, decrypt it into OUT."""
+    with friendly_errors():
+        client = participant(chain, deployment, storage, key)
+        path = client.download(session_id, out)
+    files = sorted(p.name for p in path.iterdir())
+    if as_json:
+        print_json({"session_id": session_id, "path": str(path), "files": files})
+    else:
+        console.print(f"adapter of session {session_id} in {path}: {', '.join(files)}")

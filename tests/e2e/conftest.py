@@ -1,0 +1,246 @@
+"""End-to-end fixtures: an embedded chain, a local store and a registered dev enclave.
+
+One chain, deployment, store and aggregator serve every test of a module (each test
+opens its own sessions); one ``BaseModels`` serves the whole test run, so the tiny base
+model is built and loaded once. Sessions train cheaply: one epoch over 60 examples per
+contributor.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from cotune.aggregator.bindings import submission_info
+from cotune.aggregator.pipeline import BaseModels
+from cotune.aggregator.service import Aggregator, AggregatorConfig
+from cotune.aggregator.spec import SessionSpec
+from cotune.aggregator.state import SessionRecord, Stage
+from cotune.chain.clients.coordinator import ContributionStatus
+from cotune.chain.connection import Chain, connect
+from cotune.chain.deployment import Deployment, deploy_all
+from cotune.chain.transactions import TxResult
+from cotune.crypto.identity import Identity
+from cotune.crypto.stream import encrypt_stream
+from cotune.sdk.client import Client, SessionOptions
+from cotune.storage.local import LocalStore
+from cotune.training.config import LoraHyperparams
+from cotune.training.synthetic import DemoData, demo_data
+
+ETHER = 10**18
+MIN_STAKE = ETHER // 10
+EXAMPLES_PER_CONTRIBUTOR = 60
+CHEAP_SPEC = SessionSpec(hyperparams=LoraHyperparams(epochs=1))
+
+
+def jsonl(records: Iterable[dict[str, Any]]) -> bytes:
+    """Records one per line, the way the demo writes them."""
+    return "".join(json.dumps(r, sort_keys=True) + "\n" for r in records).encode()
+
+
+def tree_sha256(directory: Path) -> str:
+    """One hash over a directory's files (names and contents)."""
+    digest = hashlib.sha256()
+    for path in sorted(directory.iterdir()):
+        digest.update(path.name.encode() + b"\0" + hashlib.sha256(path.read_bytes()).digest())
+    return digest.hexdigest()
+
+
+@pytest.fixture(scope="session")
+def bases() -> BaseModels:
+    """Base models shared by every aggregator of the run (the tiny model loads once)."""
+    return BaseModels()
+
+
+@pytest.fixture(scope="session")
+def data() -> DemoData:
+    """The demo's synthetic datasets, small."""
+    return demo_data(examples_per_contributor=EXAMPLES_PER_CONTRIBUTOR)
+
+
+@pytest.fixture(scope="session")
+def clean_files(data: DemoData) -> list[bytes]:
+    """The clean contributors' JSONL files, one per sub-domain."""
+    return [jsonl(records) for records in data.contributors.values()]
+
+
+@dataclass
+class Party:
+    """One contributor: its identity and its client."""
+
+    identity: Identity
+    client: Client
+
+    @property
+    def address(self) -> str:
+        return self.identity.address
+
+    @property
+    def hpke_public(self) -> bytes:
+        return self.identity.hpke.public_key().to_bytes()
+
+
+@dataclass
+class Session:
+    """An opened session and the contributors on its allow-list."""
+
+    env: Env
+    session_id: int
+    parties: list[Party]
+
+    def submit_clean(self, party: Party, data: bytes) -> None:
+        """Submit through the SDK, as an honest contributor does."""
+        party.client.submit(self.session_id, data, pinned_measurement=self.env.measurement)
+
+    def encrypt(
+        self, party: Party, plaintext: bytes, *, session_id: int | None = None,
+        contributor: str | None = None,
+    ) -> bytes:
+        """Ciphertext of ``plaintext`` to the enclave, bound to a session and contributor.
+
+        By default the binding is this session and ``party``; override either to make a
+        ciphertext for another context.
+        """
+        coordinator = party.client.contracts.coordinator.address
+        info = submission_info(
+            self.env.chain.chain_id,
+            coordinator,
+            self.session_id if session_id is None else session_id,
+            contributor or party.address,
+        )
+        enclave = party.client.verify_enclave(self.env.enclave_id, self.env.measurement)
+        sink = io.BytesIO()
+        encrypt_stream(io.BytesIO(plaintext), sink, enclave.hpke_public_key, info)
+        return sink.getvalue()
+
+    def commit_raw(self, party: Party, ciphertext_hash: bytes) -> TxResult:
+        """Commit a hash straight through the contract, skipping every SDK check."""
+        return party.client.contracts.coordinator.submit(
+            self.session_id, ciphertext_hash, party.hpke_public, stake=MIN_STAKE
+        )
+
+    def upload_and_commit(self, party: Party, ciphertext: bytes) -> bytes:
+        """Store a ciphertext and commit its hash raw; returns the hash."""
+        ref = self.env.store.put(io.BytesIO(ciphertext))
+        self.commit_raw(party, ref.digest)
+        return ref.digest
+
+    def status(self, party: Party) -> ContributionStatus:
+        return party.client.contribution(self.session_id).status
+
+    def run(self) -> SessionRecord:
+        """Let the aggregator take the session as far as it goes; its record."""
+        self.env.aggregator.poll()
+        record = self.env.aggregator.state.get(self.session_id)
+        assert record is not None, "the aggregator never queued the session"
+        return record
+
+    def decisions(self) -> dict[str, dict[str, Any]]:
+        record = self.env.aggregator.state.get(self.session_id)
+        assert record is not None
+        return {d["contributor"]: d for d in record.result["decisions"]}
+
+
+@dataclass
+class Env:
+    """A chain with the contracts, a store, a registered enclave and a session owner."""
+
+    chain: Chain
+    deployment: Deployment
+    store: LocalStore
+    aggregator: Aggregator
+    enclave_id: int
+    owner: Client
+    workdir: Path
+    opened: list[Session] = field(default_factory=list)
+
+    @property
+    def measurement(self) -> bytes:
+        return self.aggregator.measurement
+
+    @property
+    def data_dir(self) -> Path:
+        return self.aggregator.config.data_dir
+
+    def party(self, funded: bool = True) -> Party:
+        """A fresh contributor (wallet + HPKE key), funded with 10 ether."""
+        identity = Identity.generate()
+        if funded:
+            self.chain.fund(identity.address, 10 * ETHER)
+        return Party(identity, Client(self.chain, self.deployment, self.store, identity))
+
+    def open_session(
+        self, contributors: int, *, quorum: int | None = None, eval_set: bytes
+    ) -> Session:
+        """A session for ``contributors`` allow-listed parties (quorum and max = that)."""
+        parties = [self.party() for _ in range(contributors)]
+        session_id = self.owner.open_session(
+            eval_set,
+            SessionOptions(
+                enclave_id=self.enclave_id,
+                quorum=contributors if quorum is None else quorum,
+                max_contributors=contributors,
+                min_stake=MIN_STAKE,
+                reward_pool=ETHER,
+                allow_list=tuple(p.address for p in parties),
+                pinned_measurement=self.measurement,
+                spec=CHEAP_SPEC,
+            ),
+        )
+        session = Session(self, session_id, parties)
+        self.opened.append(session)
+        return session
+
+    def store_files(self) -> int:
+        """How many files the blob store holds."""
+        return sum(1 for p in self.store.root.rglob("*") if p.is_file())
+
+
+@pytest.fixture(scope="module")
+def env(tmp_path_factory: pytest.TempPathFactory, bases: BaseModels) -> Env:
+    """One embedded chain, deployment, store and registered aggregator per module."""
+    work = tmp_path_factory.mktemp("e2e")
+    chain = connect("embedded")
+    operator, authority, owner_account = chain.dev_accounts[:3]
+    deployment = deploy_all(chain, operator, dev_authority=authority.address)
+    store = LocalStore(work / "store")
+    aggregator = Aggregator(
+        chain,
+        deployment,
+        store,
+        AggregatorConfig(work / "agg", operator_secret="x"),
+        bases=bases,
+    )
+    enclave_id = aggregator.register(authority, operator)
+    owner = Client(chain, deployment, store, Identity(owner_account, Identity.generate().hpke))
+    return Env(chain, deployment, store, aggregator, enclave_id, owner, work)
+
+
+@pytest.fixture(scope="session")
+def eval_bytes(data: DemoData) -> bytes:
+    return jsonl(data.eval_set)
+
+
+Opener = Callable[..., Session]
+
+
+@pytest.fixture
+def open_session(env: Env, eval_bytes: bytes) -> Opener:
+    """``open_session(n, quorum=None)``: a fresh session with ``n`` funded contributors."""
+
+    def opener(contributors: int, *, quorum: int | None = None) -> Session:
+        return env.open_session(contributors, quorum=quorum, eval_set=eval_bytes)
+
+    return opener
+
+
+def expect_done(record: SessionRecord) -> None:
+    """The session ran to completion."""
+    assert record.stage is Stage.DONE, f"session {record.session_id}: {record.error}"
