@@ -18,7 +18,7 @@ $(STAMP): pyproject.toml constraints.txt
 
 install: $(STAMP) ## Create .venv and install pinned dependencies (torch 2.13.0 first)
 
-demo: $(STAMP) ## Run the demo (for now: the crypto + storage round trip)
+demo: $(STAMP) ## Run a whole session in one process (embedded chain, dev enclave)
 	$(BIN)/cotune demo
 
 test: $(STAMP) node ## Run the test suite (on the embedded chain and on a private anvil)

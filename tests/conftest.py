@@ -1,7 +1,9 @@
 """Shared test settings.
 
-A hypothesis profile sized for the 2-core CI machine, and a private ``$COTUNE_HOME``
-for the session.
+A hypothesis profile sized for the 2-core CI machine, a private ``$COTUNE_HOME``
+for the session, and one torch thread: with two threads on two cores that anvil or a
+daemon under test also use, one torch thread waits on the other and a 40 s training
+test can take over 300 s; one thread keeps every test's time steady.
 """
 
 import os
@@ -9,7 +11,10 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+import torch
 from hypothesis import HealthCheck, settings
+
+torch.set_num_threads(1)
 
 settings.register_profile(
     "ci",

@@ -181,12 +181,6 @@ def test_spec_digest_cannot_be_read_as_rules(store: LocalStore) -> None:
 # ---- known problems ----------------------------------------------------------------------
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=TypeError,
-    reason="spec.py SessionSpec.from_dict/fetch_spec: wrongly typed fields raise TypeError, "
-    "not SpecError (dict(5), dict(None), '8' < 1 in LoraHyperparams.__post_init__)",
-)
 @pytest.mark.parametrize(
     "document",
     [
@@ -202,11 +196,6 @@ def test_wrongly_typed_spec_fields_are_refused(store: LocalStore, document: dict
         fetch_spec(store, publish(store, document))
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="spec.py SessionSpec.from_dict coerces with bool()/str(): "
-    '{"balance": "false"} parses as balance=True, {"base_model": 5} as "5"',
-)
 @pytest.mark.parametrize(
     "document",
     [{"balance": "false"}, {"base_model": 5}],

@@ -1,8 +1,8 @@
 """End-to-end fixtures: an embedded chain, a local store and a registered dev enclave.
 
-One chain, deployment, store and aggregator serve every test of a module (each test
-opens its own sessions); one ``BaseModels`` serves the whole test run, so the tiny base
-model is built and loaded once. Sessions train cheaply: one epoch over 60 examples per
+One chain, deployment, store and aggregator serve every test of a module (each scenario
+opens its own session); one ``BaseModels`` serves the whole run, so the tiny base model
+is built and loaded once. Sessions train cheaply: one epoch over 60 examples per
 contributor.
 """
 
@@ -11,8 +11,8 @@ from __future__ import annotations
 import hashlib
 import io
 import json
-from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -23,15 +23,16 @@ from cotune.aggregator.pipeline import BaseModels
 from cotune.aggregator.service import Aggregator, AggregatorConfig
 from cotune.aggregator.spec import SessionSpec
 from cotune.aggregator.state import SessionRecord, Stage
-from cotune.chain.clients.coordinator import ContributionStatus
+from cotune.chain.clients.coordinator import ContributionStatus, SessionInfo, SessionState
 from cotune.chain.connection import Chain, connect
 from cotune.chain.deployment import Deployment, deploy_all
 from cotune.chain.transactions import TxResult
 from cotune.crypto.identity import Identity
 from cotune.crypto.stream import encrypt_stream
-from cotune.sdk.client import Client, SessionOptions
+from cotune.sdk.client import Client, SessionOptions, SubmitResult
 from cotune.storage.local import LocalStore
 from cotune.training.config import LoraHyperparams
+from cotune.training.gate import Reason
 from cotune.training.synthetic import DemoData, demo_data
 
 ETHER = 10**18
@@ -51,24 +52,6 @@ def tree_sha256(directory: Path) -> str:
     for path in sorted(directory.iterdir()):
         digest.update(path.name.encode() + b"\0" + hashlib.sha256(path.read_bytes()).digest())
     return digest.hexdigest()
-
-
-@pytest.fixture(scope="session")
-def bases() -> BaseModels:
-    """Base models shared by every aggregator of the run (the tiny model loads once)."""
-    return BaseModels()
-
-
-@pytest.fixture(scope="session")
-def data() -> DemoData:
-    """The demo's synthetic datasets, small."""
-    return demo_data(examples_per_contributor=EXAMPLES_PER_CONTRIBUTOR)
-
-
-@pytest.fixture(scope="session")
-def clean_files(data: DemoData) -> list[bytes]:
-    """The clean contributors' JSONL files, one per sub-domain."""
-    return [jsonl(records) for records in data.contributors.values()]
 
 
 @dataclass
@@ -95,23 +78,27 @@ class Session:
     session_id: int
     parties: list[Party]
 
-    def submit_clean(self, party: Party, data: bytes) -> None:
+    # ---- contributing ---------------------------------------------------------------------
+
+    def submit_clean(self, party: Party, data: bytes) -> SubmitResult:
         """Submit through the SDK, as an honest contributor does."""
-        party.client.submit(self.session_id, data, pinned_measurement=self.env.measurement)
+        return party.client.submit(self.session_id, data, pinned_measurement=self.env.measurement)
 
     def encrypt(
-        self, party: Party, plaintext: bytes, *, session_id: int | None = None,
+        self,
+        party: Party,
+        plaintext: bytes,
+        *,
+        session_id: int | None = None,
         contributor: str | None = None,
     ) -> bytes:
-        """Ciphertext of ``plaintext`` to the enclave, bound to a session and contributor.
+        """``plaintext`` encrypted to the enclave, bound to this session and ``party``.
 
-        By default the binding is this session and ``party``; override either to make a
-        ciphertext for another context.
+        Override ``session_id`` or ``contributor`` to bind it to another context.
         """
-        coordinator = party.client.contracts.coordinator.address
         info = submission_info(
             self.env.chain.chain_id,
-            coordinator,
+            self.env.deployment.coordinator,
             self.session_id if session_id is None else session_id,
             contributor or party.address,
         )
@@ -132,20 +119,82 @@ class Session:
         self.commit_raw(party, ref.digest)
         return ref.digest
 
+    # ---- reading ----------------------------------------------------------------------------
+
+    def info(self) -> SessionInfo:
+        return self.env.owner.session(self.session_id)
+
     def status(self, party: Party) -> ContributionStatus:
         return party.client.contribution(self.session_id).status
 
-    def run(self) -> SessionRecord:
-        """Let the aggregator take the session as far as it goes; its record."""
-        self.env.aggregator.poll()
+    def record(self) -> SessionRecord:
         record = self.env.aggregator.state.get(self.session_id)
-        assert record is not None, "the aggregator never queued the session"
+        assert record is not None, f"the aggregator never queued session {self.session_id}"
         return record
 
     def decisions(self) -> dict[str, dict[str, Any]]:
-        record = self.env.aggregator.state.get(self.session_id)
-        assert record is not None
-        return {d["contributor"]: d for d in record.result["decisions"]}
+        return {d["contributor"]: d for d in self.record().result["decisions"]}
+
+    def certificate_of(self, party: Party) -> dict[str, Any]:
+        """The stored, signed rejection certificate of ``party`` (raw JSON form)."""
+        mine = [
+            c for c in self.record().result["certificates"] if c["contributor"] == party.address
+        ]
+        assert len(mine) == 1, f"{party.address} has {len(mine)} certificates"
+        return mine[0]
+
+    # ---- the aggregator -----------------------------------------------------------------
+
+    def run(self) -> SessionRecord:
+        """Let the aggregator take every queued session as far as it goes; this one's record."""
+        self.env.aggregator.poll()
+        return self.record()
+
+    def assert_outcome(
+        self, rejected: Mapping[str, Reason], downloads: Path, *, absent: Iterable[str] = ()
+    ) -> dict[str, Path]:
+        """The session completed; ``rejected`` (address -> reason) rejected and slashed.
+
+        ``absent`` parties never got a submission in. Every other contributor was
+        accepted and downloads the same adapter; returns the download directories by
+        address.
+        """
+        record = self.record()
+        assert record.stage is Stage.DONE, f"session {self.session_id}: {record.error}"
+        info = self.info()
+        assert info.state is SessionState.FINALIZED
+        absent = set(absent)
+        for party in self.parties:
+            if party.address in absent:
+                assert self.status(party) is ContributionStatus.NONE
+        decisions = self.decisions()
+        assert set(decisions) == {p.address for p in self.parties} - absent
+        accepted = [p for p in self.parties if p.address not in {*rejected, *absent}]
+        assert info.accepted_count == len(accepted)
+        for address, reason in rejected.items():
+            decision = decisions[address]
+            assert not decision["accepted"]
+            assert decision["reason_code"] == int(reason), decision
+            assert decision["reason"] == reason.name.lower()
+            assert (
+                self.env.owner.contracts.coordinator.contribution(self.session_id, address).status
+                is ContributionStatus.SLASHED
+            )
+            assert address in record.result["slashed"]
+            assert self.env.owner.contracts.coordinator.claimable(self.session_id, address) == 0
+        assert sorted(record.result["slashed"]) == sorted(rejected)
+        out: dict[str, Path] = {}
+        for party in accepted:
+            decision = decisions[party.address]
+            assert decision["accepted"], decision
+            assert decision["reason_code"] == int(Reason.ACCEPTED)
+            assert self.status(party) is ContributionStatus.ACCEPTED
+            out[party.address] = party.client.download(
+                self.session_id, downloads / f"s{self.session_id}-{party.address}"
+            )
+        assert out, "no one was accepted"
+        assert len({tree_sha256(d) for d in out.values()}) == 1, "adapters differ"
+        return out
 
 
 @dataclass
@@ -158,8 +207,8 @@ class Env:
     aggregator: Aggregator
     enclave_id: int
     owner: Client
+    eval_set: bytes
     workdir: Path
-    opened: list[Session] = field(default_factory=list)
 
     @property
     def measurement(self) -> bytes:
@@ -169,20 +218,20 @@ class Env:
     def data_dir(self) -> Path:
         return self.aggregator.config.data_dir
 
-    def party(self, funded: bool = True) -> Party:
+    def party(self) -> Party:
         """A fresh contributor (wallet + HPKE key), funded with 10 ether."""
         identity = Identity.generate()
-        if funded:
-            self.chain.fund(identity.address, 10 * ETHER)
+        self.chain.fund(identity.address, 10 * ETHER)
         return Party(identity, Client(self.chain, self.deployment, self.store, identity))
 
-    def open_session(
-        self, contributors: int, *, quorum: int | None = None, eval_set: bytes
-    ) -> Session:
-        """A session for ``contributors`` allow-listed parties (quorum and max = that)."""
+    def open_session(self, contributors: int, *, quorum: int | None = None) -> Session:
+        """A session for ``contributors`` fresh allow-listed parties.
+
+        ``max_contributors`` is ``contributors``; so is the quorum unless given.
+        """
         parties = [self.party() for _ in range(contributors)]
         session_id = self.owner.open_session(
-            eval_set,
+            self.eval_set,
             SessionOptions(
                 enclave_id=self.enclave_id,
                 quorum=contributors if quorum is None else quorum,
@@ -194,17 +243,33 @@ class Env:
                 spec=CHEAP_SPEC,
             ),
         )
-        session = Session(self, session_id, parties)
-        self.opened.append(session)
-        return session
+        return Session(self, session_id, parties)
 
     def store_files(self) -> int:
         """How many files the blob store holds."""
         return sum(1 for p in self.store.root.rglob("*") if p.is_file())
 
 
+@pytest.fixture(scope="session")
+def bases() -> BaseModels:
+    """Base models shared by every aggregator of the run (the tiny model loads once)."""
+    return BaseModels()
+
+
+@pytest.fixture(scope="session")
+def data() -> DemoData:
+    """The demo's synthetic datasets, small."""
+    return demo_data(examples_per_contributor=EXAMPLES_PER_CONTRIBUTOR)
+
+
+@pytest.fixture(scope="session")
+def clean_files(data: DemoData) -> list[bytes]:
+    """The clean contributors' JSONL files, one per sub-domain."""
+    return [jsonl(records) for records in data.contributors.values()]
+
+
 @pytest.fixture(scope="module")
-def env(tmp_path_factory: pytest.TempPathFactory, bases: BaseModels) -> Env:
+def env(tmp_path_factory: pytest.TempPathFactory, bases: BaseModels, data: DemoData) -> Env:
     """One embedded chain, deployment, store and registered aggregator per module."""
     work = tmp_path_factory.mktemp("e2e")
     chain = connect("embedded")
@@ -220,27 +285,4 @@ def env(tmp_path_factory: pytest.TempPathFactory, bases: BaseModels) -> Env:
     )
     enclave_id = aggregator.register(authority, operator)
     owner = Client(chain, deployment, store, Identity(owner_account, Identity.generate().hpke))
-    return Env(chain, deployment, store, aggregator, enclave_id, owner, work)
-
-
-@pytest.fixture(scope="session")
-def eval_bytes(data: DemoData) -> bytes:
-    return jsonl(data.eval_set)
-
-
-Opener = Callable[..., Session]
-
-
-@pytest.fixture
-def open_session(env: Env, eval_bytes: bytes) -> Opener:
-    """``open_session(n, quorum=None)``: a fresh session with ``n`` funded contributors."""
-
-    def opener(contributors: int, *, quorum: int | None = None) -> Session:
-        return env.open_session(contributors, quorum=quorum, eval_set=eval_bytes)
-
-    return opener
-
-
-def expect_done(record: SessionRecord) -> None:
-    """The session ran to completion."""
-    assert record.stage is Stage.DONE, f"session {record.session_id}: {record.error}"
+    return Env(chain, deployment, store, aggregator, enclave_id, owner, jsonl(data.eval_set), work)

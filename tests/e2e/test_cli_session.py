@@ -16,6 +16,7 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
+import httpx
 import pytest
 
 from cotune.chain.connection import connect
@@ -96,6 +97,7 @@ def test_a_session_across_processes(devnet_env: dict[str, str], tmp_path: Path) 
     eval_path.write_text(_jsonl(data.eval_set))
 
     data_dir = tmp_path / "aggregator"
+    api = f"http://127.0.0.1:{free_port()}"
     log = (tmp_path / "aggregator.log").open("w")
     daemon = subprocess.Popen(
         [
@@ -108,6 +110,8 @@ def test_a_session_across_processes(devnet_env: dict[str, str], tmp_path: Path) 
             "0.3",
             "--threads",
             "1",
+            "--api-port",
+            api.rsplit(":", 1)[1],
         ],
         env=devnet_env,
         stdout=log,
@@ -167,6 +171,12 @@ def test_a_session_across_processes(devnet_env: dict[str, str], tmp_path: Path) 
             mine = cli("session", "status", session_id, key=name)["you"]
             assert isinstance(mine, dict) and mine["status"] == "accepted"
         assert len(adapters) == 1
+        health = httpx.get(f"{api}/health").json()
+        assert health["enclave_registered"] is True and "no hardware guarantee" in health["warning"]
+        report = httpx.get(f"{api}/sessions/{session_id}/report").json()
+        assert {d["reason"] for d in report["decisions"]} == {"accepted"}
+        logs = httpx.get(f"{api}/sessions/{session_id}/logs", params={"follow": "false"}).text
+        assert "finalized in" in logs
         claimed = cli("session", "claim", session_id, key="alice")
         assert int(str(claimed["claimed_wei"])) > 0
     finally:

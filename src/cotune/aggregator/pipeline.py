@@ -13,6 +13,7 @@ import contextlib
 import hashlib
 import io
 import os
+import signal
 import tempfile
 import time
 from collections.abc import Callable, Iterator
@@ -46,6 +47,26 @@ from cotune.training.data import DatasetValidationError, load_dataset
 from cotune.training.evaluate import evaluate
 from cotune.training.gate import Decision, Reason, run_gate
 from cotune.training.trainer import balance_sources, detach_lora, train_lora
+
+FAULT_ENV = "COTUNE_FAULT_AT"
+"""Crash testing: the process kills itself (SIGKILL) on reaching the named fault point."""
+
+FAULT_POINTS = (
+    "fetched",
+    "gated",
+    "trained",
+    "uploaded",
+    "finalize-sent",
+    "finalized",
+    "slash-sent",
+    "slashed",
+)
+
+
+def fault_point(name: str) -> None:
+    """Die here, as abruptly as a power cut, when ``COTUNE_FAULT_AT`` names this point."""
+    if os.environ.get(FAULT_ENV) == name:
+        os.kill(os.getpid(), signal.SIGKILL)
 
 
 class SessionFailedError(Exception):
@@ -145,10 +166,13 @@ class SessionProcessor:
                     return self._not_training(session_id, info)
                 self.state.note_attempt(session_id, "started")
                 self.state.advance(session_id, Stage.UPLOADED, self._compute(session_id, info))
+                fault_point("uploaded")
             if self.state_of(session_id).rank < Stage.FINALIZED.rank:
                 self.state.advance(session_id, Stage.FINALIZED, self._finalize(session_id))
+                fault_point("finalized")
             if self.state_of(session_id).rank < Stage.SLASHED.rank:
                 self.state.advance(session_id, Stage.SLASHED, self._slash(session_id))
+                fault_point("slashed")
             self.state.advance(session_id, Stage.DONE)
             self.log(session_id, "session complete")
             return Stage.DONE
@@ -182,6 +206,7 @@ class SessionProcessor:
             self.log(session_id, f"fetching {len(submissions)} submissions and the eval set")
             eval_examples = self._eval_set(info)
             readable, unreadable = self._decrypt_all(session_id, submissions)
+        fault_point("fetched")
         base = self.bases(spec.base_model)
         with clock.stage("gate"):
             self.log(session_id, f"quality gate over {len(readable)} readable contributions")
@@ -198,6 +223,7 @@ class SessionProcessor:
         ]
         for d in decisions:
             self.log(session_id, f"gate: {d.contributor} {d.reason.name.lower()} score={d.score}")
+        fault_point("gated")
         accepted = report.accepted
         if not accepted:
             raise SessionFailedError("the gate accepted no contribution: nothing to train")
@@ -245,6 +271,7 @@ class SessionProcessor:
                     archive = pack_adapter(workspace / "adapter")
             finally:
                 detach_lora(result.model)
+        fault_point("trained")
         with clock.stage("seal"):
             model_key = HpkePrivateKey.generate()
             ciphertext = encrypt_bytes(
@@ -366,6 +393,7 @@ class SessionProcessor:
         except RevertError as exc:
             raise SessionFailedError(f"finalize reverted: {exc}") from exc
         self.log(session_id, f"finalized in {tx.tx_hash} ({tx.gas_used} gas)")
+        fault_point("finalize-sent")
         return {"finalize_tx": tx.tx_hash, "gas": result.get("gas", {}) | {"finalize": tx.gas_used}}
 
     def _slash(self, session_id: int) -> dict[str, Any]:
@@ -385,6 +413,7 @@ class SessionProcessor:
                 continue
             gas[f"slash:{certificate.contributor}"] = tx.gas_used
             slashed.append(certificate.contributor)
+            fault_point("slash-sent")
             self.log(session_id, f"slashed {certificate.contributor} in {tx.tx_hash}")
         return {"gas": gas, "slashed": slashed}
 

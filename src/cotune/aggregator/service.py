@@ -27,6 +27,8 @@ from cotune.chain.watcher import EventWatcher
 from cotune.storage.base import BlobStore
 
 ENCLAVE_ID_KEY = "enclave_id"
+MAX_ATTEMPTS = 5
+"""Unexpected errors (RPC, storage) are retried on later polls this many times."""
 SIGNER_FLOAT = 10**18
 """Wei the operator keeps on the enclave signer, which pays for finalize and slash."""
 
@@ -139,9 +141,23 @@ class Aggregator:
         for record in self.state.sessions():
             if record.stage in (Stage.DONE, Stage.FAILED):
                 continue
-            if self.processor.process(record.session_id) is not record.stage:
+            try:
+                reached = self.processor.process(record.session_id)
+            except Exception as exc:  # a daemon outlives an RPC or storage outage
+                self._retry_later(record.session_id, exc)
+                continue
+            if reached is not record.stage:
                 moved.append(record.session_id)
         return moved
+
+    def _retry_later(self, session_id: int, exc: Exception) -> None:
+        message = f"{type(exc).__name__}: {exc}"
+        record = self.state.get(session_id)
+        if record is not None and record.attempts >= MAX_ATTEMPTS:
+            self.state.log(session_id, f"giving up after {record.attempts} attempts: {message}")
+            self.state.fail(session_id, message)
+        else:
+            self.state.log(session_id, f"error, will retry: {message}")
 
     def recover(self, session_id: int) -> Stage:
         """Retry a failed (or stuck) session from its last checkpoint."""

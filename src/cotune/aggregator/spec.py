@@ -49,11 +49,20 @@ class SessionSpec:
         unknown = sorted(set(raw) - {"base_model", "hyperparams", "balance"})
         if unknown:
             raise ValueError(f"unknown session spec fields: {', '.join(unknown)}")
-        return cls(
-            str(raw.get("base_model", TINY_MODEL_ID)),
-            LoraHyperparams.from_dict(dict(raw.get("hyperparams", {}))),
-            bool(raw.get("balance", True)),
-        )
+        base_model = raw.get("base_model", TINY_MODEL_ID)
+        hyperparams = raw.get("hyperparams", {})
+        balance = raw.get("balance", True)
+        if not isinstance(base_model, str) or not base_model:
+            raise ValueError(f"base_model must be a non-empty string, got {base_model!r}")
+        if not isinstance(hyperparams, dict):
+            raise ValueError(f"hyperparams must be an object, got {hyperparams!r}")
+        if not isinstance(balance, bool):
+            raise ValueError(f"balance must be true or false, got {balance!r}")
+        try:
+            parsed = LoraHyperparams.from_dict(hyperparams)
+        except TypeError as exc:  # a wrongly typed value inside the hyperparameters
+            raise ValueError(f"hyperparams are invalid: {exc}") from exc
+        return cls(base_model, parsed, balance)
 
 
 def publish(store: BlobStore, document: dict[str, Any]) -> bytes:

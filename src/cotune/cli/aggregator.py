@@ -9,8 +9,10 @@ from types import FrameType
 
 import torch
 import typer
+import uvicorn
 from rich.table import Table
 
+from cotune.aggregator.api import create_app
 from cotune.aggregator.enclave import DEV_MODE_WARNING
 from cotune.aggregator.service import Aggregator, AggregatorConfig
 from cotune.aggregator.state import SqliteStateStore
@@ -54,6 +56,10 @@ def run(
         "chain: its first dev account].",
     ),
     once: bool = typer.Option(False, "--once", help="Poll once, run what is ready, exit."),
+    api_port: int = typer.Option(
+        8780, "--api-port", min=0, help="Port of the HTTP API on --api-host (0: no API)."
+    ),
+    api_host: str = typer.Option("127.0.0.1", "--api-host", help="Address the API binds."),
     threads: int | None = typer.Option(
         None, "--threads", min=1, help="Torch CPU threads [default: torch's choice]."
     ),
@@ -95,12 +101,24 @@ def run(
         signal.signal(signal.SIGTERM, on_signal)
         printer = threading.Thread(target=_print_logs, args=(service, stop), daemon=True)
         printer.start()
+        server = _serve_api(service, api_host, api_port) if api_port else None
         while True:
             service.poll()
             if once or stop.wait(poll):
                 break
         stop.set()
         printer.join()
+        if server is not None:
+            server.should_exit = True
+
+
+def _serve_api(service: Aggregator, host: str, port: int) -> uvicorn.Server:
+    """Serve the HTTP API in a background thread."""
+    config = uvicorn.Config(create_app(service), host=host, port=port, log_level="warning")
+    server = uvicorn.Server(config)
+    threading.Thread(target=server.run, daemon=True).start()
+    console.print(f"HTTP API on http://{host}:{port} (/health, /enclave, /sessions)")
+    return server
 
 
 def _print_logs(service: Aggregator, stop: threading.Event) -> None:

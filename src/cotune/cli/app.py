@@ -11,6 +11,7 @@ from cotune.cli import (
     demo,
     demo_data,
     devnet,
+    doctor,
     enclave,
     evaluate,
     gate,
@@ -36,6 +37,7 @@ app.add_typer(aggregator.app, name="aggregator")
 app.add_typer(enclave.app, name="enclave")
 app.command("submit")(submit.submit)
 app.command("download")(submit.download)
+app.command("doctor")(doctor.doctor)
 app.command("demo")(demo.demo)
 app.command("train")(train.train)
 app.command("eval")(evaluate.eval_command)

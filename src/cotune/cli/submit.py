@@ -14,6 +14,7 @@ from cotune.cli.participant import (
     StorageOption,
     participant,
 )
+from cotune.crypto.stream import DEFAULT_CHUNK_SIZE, ciphertext_length
 
 
 def submit(
@@ -40,9 +41,18 @@ def submit(
     with friendly_errors():
         client = participant(chain, deployment, storage, key)
         size = dataset.stat().st_size
-        with byte_progress("encrypt", size, enabled=not as_json) as advance:
+        estimate = ciphertext_length(size, DEFAULT_CHUNK_SIZE, 1024)
+        with (
+            byte_progress("encrypt", size, enabled=not as_json) as encrypted,
+            byte_progress("upload", estimate, enabled=not as_json) as uploaded,
+        ):
             result = client.submit(
-                session_id, dataset, stake=stake, pinned_measurement=pinned, progress=advance
+                session_id,
+                dataset,
+                stake=stake,
+                pinned_measurement=pinned,
+                progress=encrypted,
+                upload_progress=uploaded,
             )
     payload = {
         "session_id": session_id,
@@ -73,7 +83,9 @@ def download(
     """Unseal your model key, fetch and verify the adapter, decrypt it into OUT."""
     with friendly_errors():
         client = participant(chain, deployment, storage, key)
-        path = client.download(session_id, out)
+        size = client.model_size(session_id)
+        with byte_progress("download", size, enabled=not as_json) as advance:
+            path = client.download(session_id, out, progress=advance)
     files = sorted(p.name for p in path.iterdir())
     if as_json:
         print_json({"session_id": session_id, "path": str(path), "files": files})

@@ -9,6 +9,7 @@ so a failed submit costs no stake and leaves no commitment.
 
 from __future__ import annotations
 
+import hashlib
 import io
 import json
 from dataclasses import dataclass, field
@@ -165,8 +166,12 @@ class Client:
         stake: int | None = None,
         pinned_measurement: bytes | None = None,
         progress: Progress = no_progress,
+        upload_progress: Progress = no_progress,
     ) -> SubmitResult:
-        """Validate, check, encrypt to the session's enclave, upload and commit with a stake."""
+        """Validate, check, encrypt to the session's enclave, upload and commit with a stake.
+
+        ``progress`` gets plaintext bytes encrypted, ``upload_progress`` bytes uploaded.
+        """
         plaintext, source = _read(data)
         dataset = load_dataset(plaintext, source)
         coordinator = self.contracts.coordinator
@@ -183,20 +188,22 @@ class Client:
         encrypt_stream(
             io.BytesIO(plaintext), sink, enclave.hpke_public_key, info, progress=progress
         )
-        ref = self.storage.put(io.BytesIO(sink.getvalue()))
-        tx = coordinator.submit(
-            session_id,
-            ref.digest,
-            self.identity.hpke.public_key().to_bytes(),
-            stake=session.min_stake if stake is None else stake,
-        )
+        ciphertext = sink.getvalue()
+        digest = hashlib.sha256(ciphertext).digest()
+        hpke_key = self.identity.hpke.public_key().to_bytes()
+        amount = session.min_stake if stake is None else stake
+        # A commit that would revert is refused before the upload, so nothing is orphaned.
+        coordinator.check_submit(session_id, digest, hpke_key, stake=amount)
+        ref = self.storage.put(io.BytesIO(ciphertext), progress=upload_progress)
+        tx = coordinator.submit(session_id, ref.digest, hpke_key, stake=amount)
         return SubmitResult(session_id, ref.digest, ref.size, len(dataset.examples), tx)
 
     def _check_can_submit(self, session: SessionInfo) -> None:
         sid = session.session_id
         if session.state is not SessionState.OPEN:
             raise SubmitError(f"session {sid} is {session.state.name}, not Open")
-        if self.chain.timestamp() > session.submit_deadline:
+        # The commit lands in a later block, at least one second after the latest one.
+        if self.chain.timestamp() + 1 > session.submit_deadline:
             raise SubmitError(f"session {sid}'s submit deadline has passed")
         coordinator = self.contracts.coordinator
         if session.allow_listed and not coordinator.is_allowed(sid, self.address):
@@ -248,8 +255,14 @@ class Client:
         report: dict[str, Any] = json.loads(self.storage.get_bytes(ref))
         return report
 
-    def download(self, session_id: int, destination: Path) -> Path:
-        """Unseal this holder's model key, fetch and verify the adapter, unpack it."""
+    def download(
+        self, session_id: int, destination: Path, *, progress: Progress = no_progress
+    ) -> Path:
+        """Unseal this holder's model key, fetch and verify the adapter, unpack it.
+
+        ``progress`` gets ciphertext bytes fetched; nothing is written to ``destination``
+        unless the blob matched the on-chain hash and every chunk decrypted.
+        """
         session = self.session(session_id)
         if session.state is not SessionState.FINALIZED:
             raise LookupError(f"session {session_id} is {session.state.name}: no model yet")
@@ -265,6 +278,21 @@ class Client:
         )
         unpack_adapter(archive, destination)
         return destination
+
+    def model_size(self, session_id: int) -> int:
+        """Size in bytes of a finalized session's encrypted adapter."""
+        session = self.session(session_id)
+        if session.state is not SessionState.FINALIZED:
+            raise LookupError(f"session {session_id} is {session.state.name}: no model yet")
+        return self.storage.stat(session.model_hash.hex()).size
+
+    def _fetch(self, digest: bytes, progress: Progress) -> bytes:
+        parts = []
+        with self.storage.open(self.storage.stat(digest.hex())) as reader:
+            while block := reader.read(1 << 20):
+                parts.append(block)
+                progress(len(block))
+        return b"".join(parts)
 
     def _sealed_key(self, session_id: int, accepted_count: int) -> bytes:
         nft = self.contracts.model_nft

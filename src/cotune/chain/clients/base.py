@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any, ClassVar, Self
 
 from eth_account.signers.local import LocalAccount
@@ -52,6 +53,10 @@ class ContractClient:
     def _call(self, function: str, *args: Any) -> Any:
         bound = self.contract.functions[function](*args)
         return guard_call(self.chain.decoder, self.CONTRACT, function, bound.call)
+
+    def _guarded(self, function: str, action: Callable[[], Any]) -> Any:
+        """Run ``action`` (a call or an estimate), decoding a revert into ``RevertError``."""
+        return guard_call(self.chain.decoder, self.CONTRACT, function, action)
 
     def _send(self, function: str, *args: Any, value: int = 0) -> TxResult:
         bound = self.contract.functions[function](*args)

@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 from enum import IntEnum
 
 from eth_account.signers.local import LocalAccount
+from web3.types import TxParams, Wei
 
 from cotune.chain.clients.base import ContractClient
 from cotune.chain.events import Claimed, SessionCreated, Submitted, decode_logs, event_topic
@@ -138,6 +139,14 @@ class CoordinatorClient(ContractClient):
     ) -> TxResult:
         """Commit a ciphertext hash and HPKE key with ``stake`` wei."""
         return self._send("submit", session_id, ciphertext_hash, hpke_public_key, value=stake)
+
+    def check_submit(
+        self, session_id: int, ciphertext_hash: bytes, hpke_public_key: bytes, *, stake: int
+    ) -> int:
+        """Dry-run ``submit`` (gas estimation): ``RevertError`` now, nothing sent; returns gas."""
+        call = self.contract.functions.submit(session_id, ciphertext_hash, hpke_public_key)
+        params: TxParams = {"from": self.account_address, "value": Wei(stake)}
+        return int(self._guarded("submit", lambda: call.estimate_gas(params)))
 
     def claim(self, session_id: int) -> int:
         """Withdraw what the session owes this account; returns the amount in wei."""
