@@ -8,7 +8,6 @@ contributor.
 
 from __future__ import annotations
 
-import hashlib
 import io
 import json
 from collections.abc import Iterable, Mapping
@@ -30,6 +29,7 @@ from cotune.chain.transactions import TxResult
 from cotune.crypto.identity import Identity
 from cotune.crypto.stream import encrypt_stream
 from cotune.sdk.client import Client, SessionOptions, SubmitResult
+from cotune.sdk.demo import tree_sha256
 from cotune.storage.local import LocalStore
 from cotune.training.config import LoraHyperparams
 from cotune.training.gate import Reason
@@ -44,14 +44,6 @@ CHEAP_SPEC = SessionSpec(hyperparams=LoraHyperparams(epochs=1))
 def jsonl(records: Iterable[dict[str, Any]]) -> bytes:
     """Records one per line, the way the demo writes them."""
     return "".join(json.dumps(r, sort_keys=True) + "\n" for r in records).encode()
-
-
-def tree_sha256(directory: Path) -> str:
-    """One hash over a directory's files (names and contents)."""
-    digest = hashlib.sha256()
-    for path in sorted(directory.iterdir()):
-        digest.update(path.name.encode() + b"\0" + hashlib.sha256(path.read_bytes()).digest())
-    return digest.hexdigest()
 
 
 @dataclass

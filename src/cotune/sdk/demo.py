@@ -70,7 +70,8 @@ def _jsonl(records: list[dict[str, Any]]) -> bytes:
     return "".join(json.dumps(r, sort_keys=True) + "\n" for r in records).encode()
 
 
-def _tree_sha256(directory: Path) -> str:
+def tree_sha256(directory: Path) -> str:
+    """One hash over a directory's files (names and contents)."""
     digest = hashlib.sha256()
     for path in sorted(directory.iterdir()):
         digest.update(path.name.encode() + b"\0" + hashlib.sha256(path.read_bytes()).digest())
@@ -186,7 +187,7 @@ def run_demo(
             if decision["accepted"]:
                 notify(f"{name} downloads and decrypts the adapter")
                 out = clients[name].download(session_id, work / "downloads" / name)
-                hashes[name] = _tree_sha256(out)
+                hashes[name] = tree_sha256(out)
         result.adapter_sha256 = hashes
         stage("download", t)
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any, ClassVar, Self
+from typing import Any, ClassVar, Self, TypeVar
 
 from eth_account.signers.local import LocalAccount
 from eth_utils.address import to_checksum_address
@@ -11,7 +11,10 @@ from eth_utils.address import to_checksum_address
 from cotune.chain.artifacts import load_artifact
 from cotune.chain.connection import Chain
 from cotune.chain.errors import ChainError
+from cotune.chain.events import Event, decode_logs, event_topic
 from cotune.chain.transactions import Transactor, TxResult, guard_call
+
+E = TypeVar("E", bound=Event)
 
 
 class ContractClient:
@@ -53,6 +56,22 @@ class ContractClient:
     def _call(self, function: str, *args: Any) -> Any:
         bound = self.contract.functions[function](*args)
         return guard_call(self.chain.decoder, self.CONTRACT, function, bound.call)
+
+    def _events(self, kind: type[E], indexed: int, from_block: int = 0) -> list[E]:
+        """This contract's ``kind`` events whose first indexed field is ``indexed``, in order."""
+        logs = self.chain.w3.eth.get_logs(
+            {
+                "address": self.address,
+                "fromBlock": from_block,
+                "toBlock": "latest",
+                "topics": [
+                    "0x" + event_topic(kind).hex(),
+                    "0x" + indexed.to_bytes(32, "big").hex(),
+                ],
+            }
+        )
+        events = [e for e in decode_logs(logs) if isinstance(e, kind)]
+        return sorted(events, key=lambda e: e.position)
 
     def _guarded(self, function: str, action: Callable[[], Any]) -> Any:
         """Run ``action`` (a call or an estimate), decoding a revert into ``RevertError``."""

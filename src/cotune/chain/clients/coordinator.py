@@ -10,7 +10,7 @@ from eth_account.signers.local import LocalAccount
 from web3.types import TxParams, Wei
 
 from cotune.chain.clients.base import ContractClient
-from cotune.chain.events import Claimed, SessionCreated, Submitted, decode_logs, event_topic
+from cotune.chain.events import Claimed, SessionCreated, Submitted
 from cotune.chain.statements import RejectionCertificate, coordinator_domain
 from cotune.chain.transactions import TxResult
 from cotune.crypto.eip712 import Eip712Domain
@@ -225,19 +225,7 @@ class CoordinatorClient(ContractClient):
 
     def submissions(self, session_id: int, from_block: int = 0) -> list[Submitted]:
         """Every ``Submitted`` event of a session, in chain order."""
-        logs = self.chain.w3.eth.get_logs(
-            {
-                "address": self.address,
-                "fromBlock": from_block,
-                "toBlock": "latest",
-                "topics": [
-                    "0x" + event_topic(Submitted).hex(),
-                    "0x" + session_id.to_bytes(32, "big").hex(),
-                ],
-            }
-        )
-        events = [e for e in decode_logs(logs) if isinstance(e, Submitted)]
-        return sorted(events, key=lambda e: e.position)
+        return self._events(Submitted, session_id, from_block)
 
     def contribution(self, session_id: int, contributor: str) -> ContributionInfo:
         """A contributor's commitment (status NONE when it never submitted)."""

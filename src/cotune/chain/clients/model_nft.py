@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from eth_account.signers.local import LocalAccount
 
 from cotune.chain.clients.base import ContractClient
-from cotune.chain.events import PublishedSealedKey, decode_logs, event_topic
+from cotune.chain.events import PublishedSealedKey
 from cotune.chain.statements import model_nft_domain, sign_reseal_statement
 from cotune.chain.transactions import TxResult
 from cotune.crypto.eip712 import Eip712Domain
@@ -92,15 +92,4 @@ class ModelNftClient(ContractClient):
 
     def sealed_key_events(self, token_id: int, from_block: int = 0) -> list[PublishedSealedKey]:
         """Every sealed key published for a token, oldest first (the last is the holder's)."""
-        logs = self.chain.w3.eth.get_logs(
-            {
-                "address": self.address,
-                "fromBlock": from_block,
-                "toBlock": "latest",
-                "topics": [
-                    "0x" + event_topic(PublishedSealedKey).hex(),
-                    "0x" + token_id.to_bytes(32, "big").hex(),
-                ],
-            }
-        )
-        return [e for e in decode_logs(logs) if isinstance(e, PublishedSealedKey)]
+        return self._events(PublishedSealedKey, token_id, from_block)
