@@ -19,7 +19,9 @@ from pathlib import Path
 import httpx
 import pytest
 
+from cotune.chain.clients.coordinator import SessionState
 from cotune.chain.connection import connect
+from cotune.chain.deployment import Contracts, Deployment
 from cotune.chain.devnet import free_port
 from cotune.training.synthetic import demo_data
 
@@ -158,10 +160,15 @@ def test_a_session_across_processes(devnet_env: dict[str, str], tmp_path: Path) 
             )
             assert submitted["examples"] == 60
 
+        deployment = Deployment.load(Path(devnet_env["COTUNE_HOME"]) / "devnet/deployment.json")
+        coordinator = Contracts.at(chain, deployment).coordinator
+
         def finalized() -> bool:
-            return cli("session", "status", session_id, key="owner")["state"] == "finalized"
+            # Read in process: a `cotune` process per poll would starve the daemon's CPU.
+            return coordinator.session(int(session_id)).state is SessionState.FINALIZED
 
         _wait_for(finalized, 240, "the aggregator to finalize")
+        assert cli("session", "status", session_id, key="owner")["state"] == "finalized"
         adapters = set()
         for name in names[1:]:
             out = tmp_path / "downloads" / name

@@ -30,10 +30,11 @@ from eth_utils.address import to_checksum_address
 
 from cotune.chain.clients.registry import DevVerifierClient, EnclaveRecord, EnclaveRegistryClient
 from cotune.chain.statements import recover_enclave_statement
+from cotune.common.errors import CotuneError
 from cotune.crypto.hpke import HpkePublicKey
 
 
-class AttestationError(Exception):
+class AttestationError(CotuneError):
     """The enclave's attestation does not hold; nothing must be encrypted to it."""
 
 

@@ -26,6 +26,7 @@ from eth_account.signers.local import LocalAccount
 
 from cotune.chain.statements import RejectionCertificate
 from cotune.common.atomic import write_bytes_atomic
+from cotune.common.errors import CotuneError
 from cotune.crypto.eip712 import Eip712Domain
 from cotune.crypto.hpke import HpkePrivateKey, HpkePublicKey, HpkeSuite
 from cotune.crypto.stream import decrypt_bytes
@@ -40,7 +41,7 @@ SEALED_FORMAT = "cotune-enclave-sealed/1"
 _SCRYPT_N = 2**15
 
 
-class EnclaveKeyError(Exception):
+class EnclaveKeyError(CotuneError):
     """The sealed enclave keys could not be opened (wrong operator secret, damaged file)."""
 
 

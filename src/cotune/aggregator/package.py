@@ -15,11 +15,12 @@ import tempfile
 from pathlib import Path
 
 from cotune.common.atomic import fsync_directory
+from cotune.common.errors import CotuneError
 
 MAX_ENTRIES = 64
 
 
-class PackageError(Exception):
+class PackageError(CotuneError):
     """The archive is not an adapter package."""
 
 

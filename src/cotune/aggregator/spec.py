@@ -12,13 +12,13 @@ import json
 from dataclasses import dataclass, field
 from typing import Any
 
+from cotune.common.errors import CotuneError
 from cotune.storage.base import BlobStore
-from cotune.training.config import LoraHyperparams
-from cotune.training.gate import GateRules
-from cotune.training.tiny import TINY_MODEL_ID
+from cotune.training.config import TINY_MODEL_ID, LoraHyperparams
+from cotune.training.rules import GateRules
 
 
-class SpecError(Exception):
+class SpecError(CotuneError):
     """A committed document is missing from storage or malformed."""
 
 

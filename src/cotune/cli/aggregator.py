@@ -6,15 +6,12 @@ import signal
 import threading
 from pathlib import Path
 from types import FrameType
+from typing import TYPE_CHECKING
 
-import torch
 import typer
-import uvicorn
 from rich.table import Table
 
-from cotune.aggregator.api import create_app
 from cotune.aggregator.enclave import DEV_MODE_WARNING
-from cotune.aggregator.service import Aggregator, AggregatorConfig
 from cotune.aggregator.state import SqliteStateStore
 from cotune.cli.output import JsonOption, console, fail, friendly_errors, print_json
 from cotune.cli.participant import (
@@ -28,6 +25,11 @@ from cotune.cli.participant import (
     operator_secret,
 )
 
+if TYPE_CHECKING:  # the service (torch, FastAPI) loads only when a command needs it
+    import uvicorn
+
+    from cotune.aggregator.service import Aggregator
+
 app = typer.Typer(help=f"The enclave aggregator service. {DEV_MODE_WARNING}.", no_args_is_help=True)
 
 DataDirOption = typer.Option(
@@ -38,6 +40,8 @@ DataDirOption = typer.Option(
 def _aggregator(
     chain: str, deployment: Path | None, storage: str | None, data_dir: Path
 ) -> Aggregator:
+    from cotune.aggregator.service import Aggregator, AggregatorConfig
+
     chain_, record = open_chain(chain, deployment)
     config = AggregatorConfig(data_dir, operator_secret())
     return Aggregator(chain_, record, open_storage(storage), config)
@@ -71,6 +75,8 @@ def run(
     Ctrl-C or SIGTERM; a restart resumes every session from its last checkpoint.
     """
     if threads:
+        import torch
+
         torch.set_num_threads(threads)
     with friendly_errors():
         service = _aggregator(chain, deployment, storage, data_dir)
@@ -114,6 +120,10 @@ def run(
 
 def _serve_api(service: Aggregator, host: str, port: int) -> uvicorn.Server:
     """Serve the HTTP API in a background thread."""
+    import uvicorn
+
+    from cotune.aggregator.api import create_app
+
     config = uvicorn.Config(create_app(service), host=host, port=port, log_level="warning")
     server = uvicorn.Server(config)
     threading.Thread(target=server.run, daemon=True).start()

@@ -11,8 +11,6 @@ from rich.table import Table
 from cotune.cli.evaluate import evaluate_adapter
 from cotune.cli.output import JsonOption, console, fail, print_json
 from cotune.cli.training_options import BaseModelOption, load_files, load_model
-from cotune.training.adapter import read_manifest
-from cotune.training.compare import compare_deltas
 
 
 def _flatten(value: Any, prefix: str = "") -> dict[str, str]:
@@ -42,6 +40,9 @@ def compare(
     as_json: bool = JsonOption,
 ) -> None:
     """Manifests side by side, per-module |dW| and cosine similarity, and eval loss of each."""
+    from cotune.training.adapter import read_manifest
+    from cotune.training.compare import compare_deltas
+
     try:
         manifests = [read_manifest(adapter_a), read_manifest(adapter_b)]
         deltas = compare_deltas(adapter_a, adapter_b)

@@ -8,13 +8,17 @@ adapter. Exits non-zero when any check fails.
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import typer
 from rich.table import Table
 
 from cotune.aggregator.enclave import DEV_MODE_WARNING
 from cotune.cli.output import JsonOption, console, err_console, print_json
-from cotune.sdk.demo import DemoResult, run_demo
 from cotune.training.synthetic import POISONS
+
+if TYPE_CHECKING:  # the session stack loads only when the demo runs
+    from cotune.sdk.demo import DemoResult
 
 
 def demo(
@@ -27,6 +31,8 @@ def demo(
     as_json: bool = JsonOption,
 ) -> None:
     """Run a full session: open, 3 clean + 1 poisoned submit, gate, train, finalize, download."""
+    from cotune.sdk.demo import run_demo
+
     if poison not in POISONS:
         raise typer.BadParameter(
             f"choose one of {', '.join(sorted(POISONS))}", param_hint="--poison"

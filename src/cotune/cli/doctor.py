@@ -14,10 +14,7 @@ from pathlib import Path
 import typer
 from rich.table import Table
 
-from cotune.aggregator.attestation import DevStatementVerifier, verify_enclave
 from cotune.aggregator.enclave import DEV_MODE_WARNING
-from cotune.chain.connection import Chain, connect
-from cotune.chain.deployment import Contracts, Deployment
 from cotune.cli.keys import resolve_keystore
 from cotune.cli.output import JsonOption, console, print_json
 from cotune.cli.participant import ChainOption, DeploymentOption, StorageOption, open_storage
@@ -58,6 +55,10 @@ def doctor(
     as_json: bool = JsonOption,
 ) -> None:
     """Check the chain, the contracts, your account, an enclave and the storage."""
+    from cotune.aggregator.attestation import DevStatementVerifier, verify_enclave
+    from cotune.chain.connection import Chain, connect
+    from cotune.chain.deployment import Contracts, Deployment
+
     checks: list[Check] = []
     state: dict[str, object] = {}
 

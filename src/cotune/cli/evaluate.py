@@ -4,20 +4,26 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import typer
-from peft import PeftModel
 from rich.table import Table
 
 from cotune.cli.output import JsonOption, console, fail, print_json
 from cotune.cli.training_options import BaseModelOption, load_files, load_model
-from cotune.training.base_model import BaseModel
-from cotune.training.data import Example
-from cotune.training.evaluate import EvalResult, evaluate
+
+if TYPE_CHECKING:  # the training stack loads only when the command runs
+    from cotune.training.base_model import BaseModel
+    from cotune.training.data import Example
+    from cotune.training.evaluate import EvalResult
 
 
 def evaluate_adapter(base: BaseModel, adapter: Path, examples: Sequence[Example]) -> EvalResult:
     """Evaluate ``adapter`` on top of ``base``, then take it off again."""
+    from peft import PeftModel
+
+    from cotune.training.evaluate import evaluate
+
     if not (adapter / "adapter_config.json").is_file():
         fail(f"{adapter}: not a PEFT adapter directory (no adapter_config.json)")
     model = PeftModel.from_pretrained(base.model, str(adapter))
@@ -36,6 +42,8 @@ def eval_command(
     as_json: bool = JsonOption,
 ) -> None:
     """Evaluate the base model, and each --adapter on top of it, on EVAL_FILE."""
+    from cotune.training.evaluate import evaluate
+
     eval_set = load_files([eval_file])[0]
     base = load_model(base_model)
     results = {"base": evaluate(base, eval_set.examples)}

@@ -10,7 +10,7 @@ from rich.table import Table
 
 from cotune.cli.output import JsonOption, console, err_console, fail, print_json
 from cotune.cli.training_options import BaseModelOption, load_files, load_model
-from cotune.training.gate import GateRules, run_gate
+from cotune.training.rules import GateRules
 
 
 def _rules(path: Path | None) -> GateRules:
@@ -37,6 +37,8 @@ def gate(
     Files with invalid lines are reported, not trained on. The rules hash printed here
     is what a session commits on chain before anyone submits.
     """
+    from cotune.training.gate import run_gate
+
     rules = _rules(rules_file)
     if show_rules:
         print_json({"rules": json.loads(rules.canonical_json()), "hash": "0x" + rules.hash().hex()})

@@ -19,12 +19,9 @@ from rich.progress import (
     TransferSpeedColumn,
 )
 
-from cotune.aggregator.attestation import AttestationError
-from cotune.aggregator.enclave import EnclaveKeyError
-from cotune.aggregator.spec import SpecError
 from cotune.chain.errors import ChainError
+from cotune.common.errors import CotuneError
 from cotune.crypto.errors import CryptoError
-from cotune.sdk.client import SubmitError
 from cotune.storage.errors import StorageError
 
 console = Console()
@@ -58,10 +55,7 @@ def friendly_errors() -> Iterator[None]:
         ValueError,
         OSError,
         LookupError,
-        AttestationError,
-        SubmitError,
-        SpecError,
-        EnclaveKeyError,
+        CotuneError,
     ) as exc:
         fail(f"{type(exc).__name__}: {exc}")
 

@@ -4,21 +4,23 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import typer
-from eth_account.signers.local import LocalAccount
 
-from cotune.chain.connection import Chain, connect
-from cotune.chain.deployment import Deployment
 from cotune.cli.keys import resolve_keystore
 from cotune.cli.output import fail
 from cotune.cli.passphrase import DEFAULT_PASSPHRASE_ENV, read_passphrase
 from cotune.common.home import cotune_home
-from cotune.crypto.identity import Identity
-from cotune.crypto.keystore import load_keystore
-from cotune.sdk.client import Client
-from cotune.storage.base import BlobStore
-from cotune.storage.factory import open_store
+
+if TYPE_CHECKING:  # web3 and the SDK load only when a command talks to a chain
+    from eth_account.signers.local import LocalAccount
+
+    from cotune.chain.connection import Chain
+    from cotune.chain.deployment import Deployment
+    from cotune.crypto.identity import Identity
+    from cotune.sdk.client import Client
+    from cotune.storage.base import BlobStore
 
 ChainOption = typer.Option(
     "http://127.0.0.1:8545",
@@ -50,6 +52,9 @@ KeyOption = typer.Option(
 
 def open_chain(url: str, deployment: Path | None) -> tuple[Chain, Deployment]:
     """Connect and load (and check) the deployment record."""
+    from cotune.chain.connection import connect
+    from cotune.chain.deployment import Deployment
+
     path = deployment or cotune_home() / "devnet" / "deployment.json"
     if not path.exists():
         fail(f"no deployment record at {path}: run `cotune devnet up` or pass --deployment")
@@ -62,11 +67,15 @@ def open_chain(url: str, deployment: Path | None) -> tuple[Chain, Deployment]:
 
 def open_storage(url: str | None) -> BlobStore:
     """The blob store (created when it is a local directory)."""
+    from cotune.storage.factory import open_store
+
     return open_store(url or str(cotune_home() / "storage"))
 
 
 def load_identity(key: str) -> Identity:
     """Unlock a keystore with the passphrase from the environment (or a prompt)."""
+    from cotune.crypto.keystore import load_keystore
+
     path = resolve_keystore(key, None)
     if not path.exists():
         fail(f"no keystore {path}: create one with `cotune keys new {key}`")
@@ -75,6 +84,8 @@ def load_identity(key: str) -> Identity:
 
 def participant(chain_url: str, deployment: Path | None, storage: str | None, key: str) -> Client:
     """An SDK client acting as the keystore ``key``."""
+    from cotune.sdk.client import Client
+
     chain, record = open_chain(chain_url, deployment)
     return Client(chain, record, open_storage(storage), load_identity(key))
 

@@ -16,9 +16,8 @@ from cotune.cli.participant import (
     StorageOption,
     participant,
 )
-from cotune.sdk.client import SessionOptions
 from cotune.training.config import LoraHyperparams
-from cotune.training.gate import GateRules
+from cotune.training.rules import GateRules
 
 app = typer.Typer(
     help="Open a session (owner), follow it, cancel it while open, claim what it owes you.",
@@ -57,6 +56,8 @@ def open_session(
     as_json: bool = JsonOption,
 ) -> None:
     """Encrypt the eval set to the enclave, publish the rules, and open a session."""
+    from cotune.sdk.client import SessionOptions
+
     with friendly_errors():
         client = participant(chain, deployment, storage, key)
         gate_rules = GateRules.from_dict(json.loads(rules.read_text())) if rules else GateRules()

@@ -61,10 +61,16 @@ def submit(
         "examples": result.examples,
         "tx": result.tx.tx_hash,
         "gas": result.tx.gas_used,
+        "attestation": result.enclave.kind,
+        "warning": result.enclave.warning,
     }
     if as_json:
         print_json(payload)
     else:
+        if result.enclave.warning:
+            console.print(
+                f"[yellow]enclave {result.enclave.record.enclave_id}: {result.enclave.warning}[/]"
+            )
         console.print(
             f"submitted {result.examples} examples to session {session_id}: "
             f"ciphertext 0x{result.ciphertext_hash.hex()[:16]}…, gas {result.tx.gas_used}"

@@ -23,9 +23,6 @@ from cotune.cli.training_options import (
     load_files,
     load_model,
 )
-from cotune.training.adapter import DatasetRecord, build_manifest, save_adapter
-from cotune.training.evaluate import evaluate
-from cotune.training.trainer import balance_sources, train_lora
 
 
 def train(
@@ -54,6 +51,10 @@ def train(
     as_json: bool = JsonOption,
 ) -> None:
     """Train one LoRA adapter on the union of DATA files; every file is validated first."""
+    from cotune.training.adapter import DatasetRecord, build_manifest, save_adapter
+    from cotune.training.evaluate import evaluate
+    from cotune.training.trainer import balance_sources, train_lora
+
     hp = hyperparams(
         rank,
         alpha,

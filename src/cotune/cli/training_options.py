@@ -3,14 +3,16 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import typer
 
 from cotune.cli.output import err_console, fail
-from cotune.training.base_model import BaseModel, load_base
-from cotune.training.config import DEFAULT_TARGET_MODULES, LoraHyperparams
+from cotune.training.config import DEFAULT_TARGET_MODULES, TINY_MODEL_ID, LoraHyperparams
 from cotune.training.data import Dataset, DatasetValidationError, load_jsonl
-from cotune.training.tiny import TINY_MODEL_ID
+
+if TYPE_CHECKING:  # the training stack loads only when a command needs a model
+    from cotune.training.base_model import BaseModel
 
 BaseModelOption = typer.Option(
     TINY_MODEL_ID,
@@ -39,6 +41,8 @@ def load_files(paths: list[Path]) -> list[Dataset]:
 
 def load_model(base_model: str) -> BaseModel:
     """Load the base model, turning a bad path into a one-line error."""
+    from cotune.training.base_model import load_base
+
     try:
         return load_base(base_model)
     except (OSError, ValueError) as exc:

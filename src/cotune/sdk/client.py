@@ -41,16 +41,17 @@ from cotune.chain.connection import Chain
 from cotune.chain.deployment import Contracts, Deployment
 from cotune.chain.statements import RejectionCertificate
 from cotune.chain.transactions import TxResult
+from cotune.common.errors import CotuneError
 from cotune.common.progress import Progress, no_progress
 from cotune.crypto.hpke import HpkePrivateKey, unseal
 from cotune.crypto.identity import Identity
 from cotune.crypto.stream import decrypt_bytes, encrypt_stream
 from cotune.storage.base import BlobStore
 from cotune.training.data import load_dataset
-from cotune.training.gate import GateRules
+from cotune.training.rules import GateRules
 
 
-class SubmitError(Exception):
+class SubmitError(CotuneError):
     """A submission was refused before anything was spent."""
 
 
@@ -80,6 +81,7 @@ class SubmitResult:
     size: int
     examples: int
     tx: TxResult
+    enclave: VerifiedEnclave
 
 
 def _read(data: bytes | Path) -> tuple[bytes, str]:
@@ -196,7 +198,7 @@ class Client:
         coordinator.check_submit(session_id, digest, hpke_key, stake=amount)
         ref = self.storage.put(io.BytesIO(ciphertext), progress=upload_progress)
         tx = coordinator.submit(session_id, ref.digest, hpke_key, stake=amount)
-        return SubmitResult(session_id, ref.digest, ref.size, len(dataset.examples), tx)
+        return SubmitResult(session_id, ref.digest, ref.size, len(dataset.examples), tx, enclave)
 
     def _check_can_submit(self, session: SessionInfo) -> None:
         sid = session.session_id

@@ -15,7 +15,8 @@ from transformers import (
 )
 from transformers.utils import logging as hf_logging
 
-from cotune.training.tiny import TINY_MODEL_ID, tiny_model_dir
+from cotune.training.config import TINY_MODEL_ID
+from cotune.training.tiny import tiny_model_dir
 
 WEIGHT_SUFFIXES = (".safetensors", ".bin")
 

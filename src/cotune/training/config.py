@@ -5,6 +5,9 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, fields
 from typing import Any
 
+TINY_MODEL_ID = "cotune-tiny"
+"""The built-in base model (see :mod:`cotune.training.tiny`)."""
+
 DEFAULT_TARGET_MODULES = (
     "q_proj",
     "k_proj",

@@ -25,9 +25,9 @@ from transformers import (
 )
 
 from cotune.common.home import cotune_home
+from cotune.training.config import TINY_MODEL_ID
 from cotune.training.synthetic import generic_text
 
-TINY_MODEL_ID = "cotune-tiny"
 SPECIAL_TOKENS = ("<|endoftext|>", "<|im_start|>", "<|im_end|>")
 CHAT_TEMPLATE = (
     "{% for message in messages %}"

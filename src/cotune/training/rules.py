@@ -1,0 +1,102 @@
+"""A session's quality rules and the gate's reason codes, without the training stack.
+
+Owners, contributors and the SDK read and hash the rules; only the enclave runs the gate
+(:mod:`cotune.training.gate`), so this module imports nothing heavy.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+from dataclasses import asdict, dataclass, fields
+from enum import IntEnum
+from typing import Any
+
+from cotune.training.config import LoraHyperparams
+
+SCORE_SCALE = 1_000_000
+"""Scores go on chain as integers: nats x 1e6."""
+
+
+class Reason(IntEnum):
+    """Why a contribution was accepted or rejected (the on-chain ``reasonCode``)."""
+
+    ACCEPTED = 0
+    INVALID_LINES = 1
+    TOO_FEW_EXAMPLES = 2
+    DUPLICATES = 3
+    CROSS_DUPLICATES = 4
+    CONTRADICTIONS = 5
+    BELOW_FLOOR = 6
+    OUTLIER = 7
+    UNREADABLE = 8
+    """Set by the aggregator: the ciphertext could not be fetched, verified or decrypted."""
+
+
+@dataclass(frozen=True)
+class GateRules:
+    """A session's quality rules; its canonical hash is committed before anyone submits."""
+
+    min_examples: int = 20
+    max_invalid_rate: float = 0.0
+    max_duplicate_rate: float = 0.3
+    max_cross_duplicate_rate: float = 0.5
+    max_contradiction_rate: float = 0.2
+    min_contradiction_checks: int = 5
+    score_floor: float = 0.25
+    outlier_k: float = 2.0
+    min_relative_spread: float = 0.2
+    probe_fraction: float = 0.25
+    probe_min_steps: int = 4
+    probe_token_budget: int = 60_000
+    probe_learning_rate: float = 1e-2
+    probe_rank: int = 8
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        # Equal rules must hash equally: store 1 and 1.0 alike, refuse other types.
+        for spec in fields(self):
+            value = getattr(self, spec.name)
+            if isinstance(value, bool) or not isinstance(value, int | float):
+                raise ValueError(f"gate rule {spec.name} must be a number, got {value!r}")
+            if spec.type == "float":
+                object.__setattr__(self, spec.name, float(value))
+            elif value != int(value):
+                raise ValueError(f"gate rule {spec.name} must be a whole number, got {value!r}")
+            else:
+                object.__setattr__(self, spec.name, int(value))
+
+    def canonical_json(self) -> str:
+        """Sorted-key JSON with no whitespace: the bytes that are hashed."""
+        return json.dumps(asdict(self), sort_keys=True, separators=(",", ":"))
+
+    def hash(self) -> bytes:
+        """SHA-256 of the canonical JSON (the session's ``gateRulesHash``)."""
+        return hashlib.sha256(self.canonical_json().encode()).digest()
+
+    @classmethod
+    def from_dict(cls, raw: dict[str, Any]) -> GateRules:
+        """Parse, refusing unknown keys."""
+        unknown = sorted(set(raw) - {f.name for f in fields(cls)})
+        if unknown:
+            raise ValueError(f"unknown gate rules: {', '.join(unknown)}")
+        return cls(**raw)
+
+    def probe_hyperparams(self, examples: int) -> LoraHyperparams:
+        """Hyperparameters of the probe of a contribution of ``examples`` examples.
+
+        The probe sees ``probe_fraction`` of one pass over the contribution (at least
+        ``probe_min_steps`` steps, at most ``probe_token_budget`` tokens), so the gate costs
+        a fixed share of the joint training whatever the contribution's size.
+        """
+        batch = LoraHyperparams.batch_size
+        steps = max(self.probe_min_steps, math.ceil(self.probe_fraction * examples / batch))
+        return LoraHyperparams(
+            rank=self.probe_rank,
+            alpha=2 * self.probe_rank,
+            learning_rate=self.probe_learning_rate,
+            max_steps=steps,
+            warmup_steps=1,
+            seed=self.seed,
+        )
