@@ -42,8 +42,8 @@ def _aggregator(
 ) -> Aggregator:
     from cotune.aggregator.service import Aggregator, AggregatorConfig
 
+    config = AggregatorConfig(data_dir, operator_secret())  # local checks before the network
     chain_, record = open_chain(chain, deployment)
-    config = AggregatorConfig(data_dir, operator_secret())
     return Aggregator(chain_, record, open_storage(storage), config)
 
 

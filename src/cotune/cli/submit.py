@@ -14,6 +14,7 @@ from cotune.cli.participant import (
     StorageOption,
     participant,
 )
+from cotune.cli.training_options import load_files
 from cotune.crypto.stream import DEFAULT_CHUNK_SIZE, ciphertext_length
 
 
@@ -38,6 +39,7 @@ def submit(
     and the session accepts you (open, before its deadline, allow-list, first submit).
     """
     pinned = bytes.fromhex(measurement.removeprefix("0x")) if measurement else None
+    load_files([dataset], "nothing was encrypted, uploaded or staked")
     with friendly_errors():
         client = participant(chain, deployment, storage, key)
         size = dataset.stat().st_size

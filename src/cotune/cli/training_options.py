@@ -21,8 +21,8 @@ BaseModelOption = typer.Option(
 )
 
 
-def load_files(paths: list[Path]) -> list[Dataset]:
-    """Validate every file; on any error print each bad line and exit without training."""
+def load_files(paths: list[Path], consequence: str = "nothing was trained") -> list[Dataset]:
+    """Validate every file; on any error print each bad line and exit (``consequence``)."""
     datasets: list[Dataset] = []
     failed = False
     for path in paths:
@@ -35,7 +35,7 @@ def load_files(paths: list[Path]) -> list[Dataset]:
             err_console.print(f"{path}: {exc.strerror or exc}", highlight=False)
             failed = True
     if failed:
-        fail("validation failed: nothing was trained")
+        fail(f"validation failed: {consequence}")
     return datasets
 
 
