@@ -39,10 +39,14 @@ def test_a_lost_eval_set_fails_the_session_and_recover_finishes_it(
     assert env.aggregator.poll() == []  # a failed session waits for an operator
 
     aside.rename(blob)
+    steps: list[tuple[int, int]] = []
+    env.aggregator.processor.on_train_step = lambda step, total, _loss: steps.append((step, total))
     assert env.aggregator.recover(session.session_id) is Stage.DONE
+    assert steps and steps[-1][0] == steps[-1][1]  # progress reported up to the last step
     assert _finalize_events(env, session.session_id) == 1
     assert env.aggregator.recover(session.session_id) is Stage.DONE  # idempotent
     assert _finalize_events(env, session.session_id) == 1
     logs = [line.message for line in env.aggregator.state.logs(session.session_id)]
     assert any(m.startswith("recovery: resuming from") for m in logs)
     session.assert_outcome({}, env.workdir / "downloads")
+    env.aggregator.processor.on_train_step = None

@@ -46,7 +46,7 @@ from cotune.training.base_model import BaseModel, load_base
 from cotune.training.data import DatasetValidationError, load_dataset
 from cotune.training.evaluate import evaluate
 from cotune.training.gate import Decision, Reason, run_gate
-from cotune.training.trainer import balance_sources, detach_lora, train_lora
+from cotune.training.trainer import StepCallback, balance_sources, detach_lora, train_lora
 
 FAULT_ENV = "COTUNE_FAULT_AT"
 """Crash testing: the process kills itself (SIGKILL) on reaching the named fault point."""
@@ -133,8 +133,10 @@ class SessionProcessor:
         state: StateStore,
         bases: BaseModels | None = None,
         from_block: int = 0,
+        on_train_step: StepCallback | None = None,
     ) -> None:
         self.contracts = contracts.as_account(keys.account)
+        self.on_train_step = on_train_step
         self.store = store
         self.keys = keys
         self.enclave_id = enclave_id
@@ -239,6 +241,8 @@ class SessionProcessor:
             last_logged = [0.0]
 
             def on_step(step: int, total: int, loss: float) -> None:
+                if self.on_train_step is not None:
+                    self.on_train_step(step, total, loss)
                 if time.monotonic() - last_logged[0] > 2 or step == total:
                     last_logged[0] = time.monotonic()
                     self.log(session_id, f"train: step {step}/{total} loss {loss:.4f}")

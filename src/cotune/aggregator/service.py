@@ -25,6 +25,7 @@ from cotune.chain.deployment import Contracts, Deployment
 from cotune.chain.events import Event, QuorumReached
 from cotune.chain.watcher import EventWatcher
 from cotune.storage.base import BlobStore
+from cotune.training.trainer import StepCallback
 
 ENCLAVE_ID_KEY = "enclave_id"
 MAX_ATTEMPTS = 5
@@ -56,8 +57,10 @@ class Aggregator:
         keys: EnclaveKeys | None = None,
         state: StateStore | None = None,
         bases: BaseModels | None = None,
+        on_train_step: StepCallback | None = None,
     ) -> None:
         self.chain = chain
+        self.on_train_step = on_train_step
         self.deployment = deployment
         self.store = store
         self.config = config
@@ -124,6 +127,7 @@ class Aggregator:
                 state=self.state,
                 bases=self.bases,
                 from_block=self.deployment.block_number,
+                on_train_step=self.on_train_step,
             )
         return self._processor
 

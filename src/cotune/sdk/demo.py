@@ -33,6 +33,8 @@ from cotune.training.synthetic import POISONS, demo_data
 from cotune.training.trainer import detach_lora, train_lora
 
 Notify = Callable[[str], None]
+TrainProgress = Callable[[str, int, int, float], None]
+"""Called with (run label, step, total steps, loss) during every training run."""
 ETHER = 10**18
 DEMO_OPERATOR_SECRET = "cotune-demo-operator"  # noqa: S105 - a throwaway demo enclave
 
@@ -83,6 +85,7 @@ def run_demo(
     examples_per_contributor: int = 200,
     poison: str = "random_text",
     notify: Notify = lambda _: None,
+    on_train_step: TrainProgress = lambda _label, _step, _total, _loss: None,
     workdir: Path | None = None,
 ) -> DemoResult:
     """Run one full session on an embedded chain; see the module docstring."""
@@ -112,6 +115,7 @@ def run_demo(
             store,
             AggregatorConfig(work / "aggregator", operator_secret=DEMO_OPERATOR_SECRET),
             bases=bases,
+            on_train_step=lambda step, total, loss: on_train_step("joint", step, total, loss),
         )
         enclave_id = aggregator.register(authority, operator)
         stage("enclave", t)
@@ -197,7 +201,13 @@ def run_demo(
         spec_hp = SessionOptions(enclave_id=enclave_id).spec.hyperparams
         solo: dict[str, float] = {}
         for name in data.contributors:
-            trained = train_lora(base, list(load_dataset(files[name], name).examples), spec_hp)
+            label = f"solo {name}"
+
+            def on_step(step: int, total: int, loss: float, label: str = label) -> None:
+                on_train_step(label, step, total, loss)
+
+            examples = list(load_dataset(files[name], name).examples)
+            trained = train_lora(base, examples, spec_hp, on_step=on_step)
             try:
                 solo[name] = round(evaluate(base, eval_examples, model=trained.model).loss, 4)
             finally:
