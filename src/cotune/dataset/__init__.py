@@ -1,0 +1,1 @@
+"""Datasets: signed versions, anonymisation, serving and provenance."""
