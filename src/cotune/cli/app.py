@@ -8,6 +8,7 @@ from cotune import __version__
 from cotune.cli import (
     aggregator,
     compare,
+    dataset,
     demo,
     demo_data,
     devnet,
@@ -35,6 +36,7 @@ app.add_typer(devnet.app, name="devnet")
 app.add_typer(session.app, name="session")
 app.add_typer(aggregator.app, name="aggregator")
 app.add_typer(enclave.app, name="enclave")
+app.add_typer(dataset.app, name="dataset")
 app.command("submit")(submit.submit)
 app.command("download")(submit.download)
 app.command("doctor")(doctor.doctor)

@@ -1,0 +1,192 @@
+"""``cotune dataset``: turn a JSONL file into a versioned, signed dataset bundle.
+
+A bundle directory holds ``manifest.json`` (canonical, so its hash is stable), the
+training artifact, and ``versions.json``: every version signed by the publisher as
+EIP-712 typed data, each naming the hash of the one before. ``verify`` walks the log
+offline and checks the head's artifact byte for byte.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+from rich.table import Table
+
+from cotune.cli.output import JsonOption, console, friendly_errors, print_json
+from cotune.cli.participant import KeyOption, load_identity
+from cotune.cli.training_options import load_files
+from cotune.common.atomic import write_bytes_atomic
+
+app = typer.Typer(
+    help="Versioned, signed datasets: init, anonymize, version, verify, status.",
+    no_args_is_help=True,
+)
+
+BundleArgument = typer.Argument(..., help="The bundle directory.")
+
+
+def _log_path(bundle: Path) -> Path:
+    from cotune.dataset.versions import VERSION_LOG_NAME
+
+    return bundle / VERSION_LOG_NAME
+
+
+def _versions_table(log: object) -> Table:
+    from cotune.dataset.versions import VersionLog
+
+    assert isinstance(log, VersionLog)
+    table = Table(title=f"{log.path}")
+    for column in ("version", "manifest", "artifact sha256", "bytes", "time", "publisher"):
+        table.add_column(column)
+    for signed in log.entries:
+        e = signed.entry
+        table.add_row(
+            str(e.version),
+            "0x" + e.manifest_hash.hex()[:12] + "…",
+            e.artifact_sha256.hex()[:12] + "…",
+            str(e.artifact_size),
+            str(e.timestamp),
+            e.publisher,
+        )
+    return table
+
+
+@app.command("init")
+def init(
+    bundle: Path = BundleArgument,
+    source: Path = typer.Option(
+        ..., "--from", exists=True, dir_okay=False, help="The training JSONL."
+    ),
+    dataset_id: str = typer.Option(..., "--id", help="Dataset id: a-z, 0-9, '.', '_', '-'."),
+    name: str = typer.Option(..., "--name", help="Human-readable name."),
+    description: str = typer.Option("", "--description", help="What the data is."),
+    license_: str = typer.Option("", "--license", help="License of the data."),
+    key: str = KeyOption,
+    as_json: bool = JsonOption,
+) -> None:
+    """Create a bundle from a JSONL file and sign it as version 1 with --key."""
+    from cotune.dataset.bundle import init_bundle
+    from cotune.dataset.versions import VersionLog
+
+    load_files([source], "no bundle was created")
+    with friendly_errors():
+        publisher = load_identity(key).account
+        made = init_bundle(
+            bundle,
+            source,
+            dataset_id=dataset_id,
+            name=name,
+            created_by=publisher.address,
+            description=description,
+            license=license_,
+        )
+        signed = VersionLog.open(_log_path(bundle)).append(made, publisher)
+    _report(bundle, signed.entry.version, made.manifest_hash, as_json)
+
+
+@app.command("version")
+def version(
+    bundle: Path = BundleArgument,
+    source: Path = typer.Option(
+        ..., "--from", exists=True, dir_okay=False, help="The new training JSONL."
+    ),
+    key: str = KeyOption,
+    as_json: bool = JsonOption,
+) -> None:
+    """Replace the artifact with a new JSONL and sign it as the next version."""
+    from cotune.dataset.bundle import update_bundle
+    from cotune.dataset.versions import VersionLog
+
+    load_files([source], "no version was added")
+    with friendly_errors():
+        publisher = load_identity(key).account
+        log = VersionLog.load(_log_path(bundle))
+        log.verify()  # never extend a broken chain, nor rewrite the artifact of one
+        updated = update_bundle(bundle, source)
+        signed = log.append(updated, publisher)
+    _report(bundle, signed.entry.version, updated.manifest_hash, as_json)
+
+
+def _report(bundle: Path, number: int, manifest_hash: bytes, as_json: bool) -> None:
+    if as_json:
+        print_json(
+            {"bundle": str(bundle), "version": number, "manifest_hash": "0x" + manifest_hash.hex()}
+        )
+    else:
+        console.print(f"{bundle}: signed version {number} (manifest 0x{manifest_hash.hex()})")
+
+
+@app.command("verify")
+def verify(
+    bundle: Path = BundleArgument,
+    publisher: str | None = typer.Option(
+        None, "--publisher", help="Refuse a log not signed by this address."
+    ),
+    as_json: bool = JsonOption,
+) -> None:
+    """Walk the version log v1 → head offline, then check the bundle against the head."""
+    from cotune.dataset.bundle import load_bundle
+    from cotune.dataset.versions import VersionLog, verify_bundle
+
+    with friendly_errors():
+        log = VersionLog.load(_log_path(bundle))
+        head = log.verify(publisher)
+        verify_bundle(head, load_bundle(bundle))
+    if as_json:
+        print_json(
+            {
+                "ok": True,
+                "dataset_id": head.entry.dataset_id,
+                "versions": len(log.entries),
+                "publisher": head.entry.publisher,
+                "head": [e.to_dict() for e in log.entries][-1],
+            }
+        )
+    else:
+        console.print(_versions_table(log))
+        console.print(
+            f"[green]ok[/]: {len(log.entries)} versions of {head.entry.dataset_id}, "
+            f"all signed by {head.entry.publisher}; the bundle matches the head"
+        )
+
+
+@app.command("status")
+def status(bundle: Path = BundleArgument, as_json: bool = JsonOption) -> None:
+    """The bundle's manifest and its versions (nothing is verified: see `verify`)."""
+    from cotune.dataset.bundle import read_manifest
+    from cotune.dataset.versions import VersionLog
+
+    with friendly_errors():
+        manifest = read_manifest(bundle)
+        log = VersionLog.load(_log_path(bundle))
+    if as_json:
+        print_json({"manifest": manifest.to_dict(), "versions": [e.to_dict() for e in log.entries]})
+    else:
+        console.print(f"{manifest.dataset_id}: {manifest.name} ({manifest.example_count} examples)")
+        console.print(_versions_table(log))
+
+
+@app.command("anonymize")
+def anonymize(
+    source: Path = typer.Argument(..., exists=True, dir_okay=False, help="JSONL to redact."),
+    out: Path = typer.Argument(..., help="Where to write the redacted JSONL."),
+    as_json: bool = JsonOption,
+) -> None:
+    """Replace personal data with typed placeholders (<EMAIL_1> stays the same person).
+
+    Redacts e-mail addresses, phone numbers, IP addresses, card numbers (Luhn-checked),
+    IBANs, national-ID-shaped numbers, API keys and secrets, home-directory paths and
+    URLs carrying tokens, in every string of every line. Prints counts per type, never
+    a raw value; the output is written atomically.
+    """
+    from cotune.dataset.redact import redact_jsonl
+
+    with friendly_errors():
+        redacted, report = redact_jsonl(source.read_bytes())
+        write_bytes_atomic(out, redacted)
+    if as_json:
+        print_json(report.to_dict())
+    else:
+        counts = report.to_dict()
+        console.print(f"wrote {out}: {counts}", highlight=False)

@@ -1,0 +1,105 @@
+"""``cotune dataset``: init, version, verify and status, as a publisher would use them."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from cotune.cli.app import app
+
+runner = CliRunner()
+ENV = {"COTUNE_PASSPHRASE": "publisher passphrase"}
+
+
+def _jsonl(path: Path, answers: list[str]) -> Path:
+    lines = [
+        {"messages": [{"role": "user", "content": f"q{i}"}, {"role": "assistant", "content": a}]}
+        for i, a in enumerate(answers)
+    ]
+    path.write_text("".join(json.dumps(line) + "\n" for line in lines))
+    return path
+
+
+def _invoke(*args: str) -> dict[str, object]:
+    result = runner.invoke(app, [*args, "--json"], env=ENV)
+    assert result.exit_code == 0, result.output
+    payload: dict[str, object] = json.loads(result.stdout.strip().splitlines()[-1])
+    return payload
+
+
+@pytest.fixture
+def publisher(tmp_path: Path) -> str:
+    keystore = tmp_path / "publisher.json"
+    _invoke("keys", "new", str(keystore))
+    return str(keystore)
+
+
+def test_init_version_verify(tmp_path: Path, publisher: str) -> None:
+    bundle = tmp_path / "bundle"
+    v1 = _invoke(
+        "dataset", "init", str(bundle), "--from", str(_jsonl(tmp_path / "a.jsonl", ["x", "y"])),
+        "--id", "clinic-notes", "--name", "Clinic notes", "--key", publisher,
+    )  # fmt: skip
+    assert v1["version"] == 1
+    v2 = _invoke(
+        "dataset", "version", str(bundle), "--from",
+        str(_jsonl(tmp_path / "b.jsonl", ["x", "y", "z"])), "--key", publisher,
+    )  # fmt: skip
+    assert v2["version"] == 2 and v2["manifest_hash"] != v1["manifest_hash"]
+    verified = _invoke("dataset", "verify", str(bundle))
+    assert verified["ok"] is True and verified["versions"] == 2
+    status = _invoke("dataset", "status", str(bundle))
+    assert status["manifest"]["example_count"] == 3  # type: ignore[index]
+
+
+def test_a_tampered_artifact_fails_verify(tmp_path: Path, publisher: str) -> None:
+    bundle = tmp_path / "bundle"
+    _invoke(
+        "dataset", "init", str(bundle), "--from", str(_jsonl(tmp_path / "a.jsonl", ["x"])),
+        "--id", "d", "--name", "D", "--key", publisher,
+    )  # fmt: skip
+    artifact = bundle / "data.jsonl"
+    artifact.write_text(artifact.read_text().replace('"x"', '"w"'))
+    result = runner.invoke(app, ["dataset", "verify", str(bundle)], env=ENV)
+    assert result.exit_code == 1
+    assert "Artifact" in result.output
+
+
+def test_another_publisher_is_refused(tmp_path: Path, publisher: str) -> None:
+    bundle = tmp_path / "bundle"
+    _invoke(
+        "dataset", "init", str(bundle), "--from", str(_jsonl(tmp_path / "a.jsonl", ["x"])),
+        "--id", "d", "--name", "D", "--key", publisher,
+    )  # fmt: skip
+    other = tmp_path / "other.json"
+    _invoke("keys", "new", str(other))
+    result = runner.invoke(
+        app,
+        ["dataset", "version", str(bundle), "--from",
+         str(_jsonl(tmp_path / "b.jsonl", ["x", "y"])), "--key", str(other)],
+        env=ENV,
+    )  # fmt: skip
+    assert result.exit_code == 1
+    assert "ForeignSignerError" in result.output
+    pinned = runner.invoke(
+        app, ["dataset", "verify", str(bundle), "--publisher", "0x" + "22" * 20], env=ENV
+    )
+    assert pinned.exit_code == 1
+
+
+def test_init_refuses_bad_jsonl_and_creates_nothing(tmp_path: Path, publisher: str) -> None:
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text("{}\nnot json\n")
+    bundle = tmp_path / "bundle"
+    result = runner.invoke(
+        app,
+        ["dataset", "init", str(bundle), "--from", str(bad), "--id", "d", "--name", "D",
+         "--key", publisher],
+        env=ENV,
+    )  # fmt: skip
+    assert result.exit_code == 1
+    assert "line 2" in result.output and "no bundle was created" in result.output
+    assert not bundle.exists()
