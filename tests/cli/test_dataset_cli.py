@@ -103,3 +103,21 @@ def test_init_refuses_bad_jsonl_and_creates_nothing(tmp_path: Path, publisher: s
     assert result.exit_code == 1
     assert "line 2" in result.output and "no bundle was created" in result.output
     assert not bundle.exists()
+
+
+def test_anonymize_writes_placeholders_and_counts_only(tmp_path: Path) -> None:
+    raw = tmp_path / "raw.jsonl"
+    raw.write_text(
+        json.dumps({"text": "write to ann@example.org, card 4111 1111 1111 1111"}) + "\n"
+        + json.dumps({"text": "ann@example.org again"}) + "\n"
+    )  # fmt: skip
+    out = tmp_path / "clean.jsonl"
+    report = _invoke("dataset", "anonymize", str(raw), str(out))
+    assert report["counts"] == {"EMAIL": 2, "CARD": 1}
+    text = out.read_text()
+    assert "ann@example.org" not in text and "4111" not in text
+    assert text.count("<EMAIL_1>") == 2 and "<CARD_1>" in text
+    assert "ann@example.org" not in json.dumps(report)
+    human = runner.invoke(app, ["dataset", "anonymize", str(raw), str(tmp_path / "c2.jsonl")])
+    assert human.exit_code == 0 and "EMAIL 2 (1 distinct)" in human.output
+    assert "ann@" not in human.output

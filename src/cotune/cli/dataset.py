@@ -188,5 +188,13 @@ def anonymize(
     if as_json:
         print_json(report.to_dict())
     else:
-        counts = report.to_dict()
-        console.print(f"wrote {out}: {counts}", highlight=False)
+        summary = report.to_dict()
+        kinds = ", ".join(
+            f"{kind} {count} ({summary['distinct'][kind]} distinct)"
+            for kind, count in summary["counts"].items()
+        )
+        console.print(
+            f"wrote {out}: {summary['total']} values redacted in {summary['lines_touched']} of "
+            f"{summary['lines_total']} lines" + (f": {kinds}" if kinds else ""),
+            highlight=False,
+        )
