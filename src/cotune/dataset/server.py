@@ -1,0 +1,307 @@
+"""The gated dataset download server: every signed version's artifact, behind member tokens.
+
+A serving root holds the bundle's signed ``versions.json`` and each version's artifact,
+content-addressed as ``artifacts/<sha256 hex>`` (a bundle directory only keeps its head
+artifact, so :func:`publish_version` is run once per version to keep the old ones).
+
+Endpoints:
+
+``GET /versions``
+    The signed version log, as published (public: it holds only hashes and signatures;
+    clients verify it themselves).
+``GET /versions/{n}/artifact``
+    Needs ``Authorization: Bearer <token>`` from the :class:`~cotune.dataset.tokens.TokenStore`
+    with scope ``>= n``: 401 for a missing or unknown token, 403 for a revoked or
+    out-of-scope one, 404 for a version the log does not have. A full download is 200;
+    a single ``Range`` (``bytes=a-b``, ``bytes=a-``, ``bytes=-n``) is 206 with
+    ``Content-Range``, or 416 when it cannot be satisfied. ``If-Range`` that does not match
+    the ETag gets the full 200. Every answer carries ``ETag: "<sha256>"``,
+    ``X-Content-SHA256`` (the whole artifact's signed SHA-256 hex), ``Accept-Ranges: bytes``
+    and ``Content-Length``; the body is streamed from disk in chunks.
+
+The hash headers repeat the signed entry: a client checks what it received against the
+entry it verified from the log, never against these headers alone.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import re
+import threading
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Annotated, BinaryIO
+
+from fastapi import FastAPI, Header, HTTPException
+from fastapi.responses import Response, StreamingResponse
+
+from cotune.common.atomic import atomic_writer, write_bytes_atomic
+from cotune.dataset.bundle import ArtifactError, ArtifactMismatchError, load_bundle
+from cotune.dataset.tokens import (
+    RevokedTokenError,
+    ScopeError,
+    TokenStore,
+    UnknownTokenError,
+)
+from cotune.dataset.versions import (
+    VERSION_LOG_NAME,
+    LogFormatError,
+    SignedVersion,
+    VersionLog,
+    verify_artifact,
+    verify_bundle,
+)
+
+ARTIFACTS_DIR = "artifacts"
+"""Where a serving root keeps artifacts, each named by its SHA-256 hex."""
+CHUNK_SIZE = 1 << 16
+"""How many bytes the server reads from disk (and sends) at a time."""
+
+_RANGE = re.compile(r"bytes=(\d*)-(\d*)")
+
+
+def artifact_path(root: Path, sha256: bytes) -> Path:
+    """Where ``root`` keeps the artifact with this SHA-256."""
+    return Path(root) / ARTIFACTS_DIR / sha256.hex()
+
+
+def publish_version(root: Path, bundle_dir: Path) -> SignedVersion:
+    """Copy a bundle's head artifact and its version log into the serving ``root``.
+
+    The bundle must load (artifact matching its manifest) and its ``versions.json`` must
+    verify with the bundle as its head. A log already in ``root`` must be a prefix of the
+    new one (no rewritten history). The artifact is copied in chunks, re-hashed as it is
+    copied, and lands atomically at ``artifacts/<sha256>``; the log is written last.
+    Returns the published head; a bundle or version-log error (a ``CotuneError``) on failure.
+    """
+    root, bundle_dir = Path(root), Path(bundle_dir)
+    bundle = load_bundle(bundle_dir, validate=False)
+    log = VersionLog.load(bundle_dir / VERSION_LOG_NAME)
+    served_log = root / VERSION_LOG_NAME
+    known = VersionLog.load(served_log).verify() if served_log.exists() else None
+    head = log.verify(known_head=known)
+    verify_bundle(head, bundle)
+    target = artifact_path(root, head.entry.artifact_sha256)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        verify_artifact(head, target)  # already stored intact: keep it
+    except ArtifactError:
+        _copy_verified(bundle.artifact_path, target, head)
+    write_bytes_atomic(served_log, log.to_json())
+    return head
+
+
+def _copy_verified(source: Path, target: Path, head: SignedVersion) -> None:
+    digest = hashlib.sha256()
+    size = 0
+    with source.open("rb") as src, atomic_writer(target, size_hint=head.entry.artifact_size) as dst:
+        while chunk := src.read(1 << 20):
+            digest.update(chunk)
+            size += len(chunk)
+            dst.write(chunk)
+        if size != head.entry.artifact_size or digest.digest() != head.entry.artifact_sha256:
+            raise ArtifactMismatchError(
+                f"{source} changed while it was being published (got {size} bytes, "
+                f"SHA-256 {digest.hexdigest()})"
+            )
+
+
+@dataclass(frozen=True)
+class ByteRange:
+    """An inclusive byte range ``first..last`` of a file of ``total`` bytes."""
+
+    first: int
+    last: int
+    total: int
+
+    @property
+    def length(self) -> int:
+        """How many bytes the range covers."""
+        return self.last - self.first + 1
+
+    def content_range(self) -> str:
+        """The ``Content-Range`` header value."""
+        return f"bytes {self.first}-{self.last}/{self.total}"
+
+
+class UnsatisfiableRangeError(ValueError):
+    """A syntactically valid range that selects no byte of the file."""
+
+
+def parse_range(header: str | None, total: int) -> ByteRange | None:
+    """The single range ``header`` asks for, or ``None`` to send the whole file.
+
+    A missing, malformed or multi-range header is ignored (``None``, as RFC 9110 allows);
+    ``UnsatisfiableRangeError`` when a valid single range selects nothing.
+    """
+    if header is None:
+        return None
+    match = _RANGE.fullmatch(header.strip())
+    if match is None:
+        return None
+    start, end = match.groups()
+    if not start and not end:
+        return None
+    if not start:  # suffix: the last n bytes
+        suffix = int(end)
+        if suffix == 0 or total == 0:
+            raise UnsatisfiableRangeError(header)
+        return ByteRange(max(0, total - suffix), total - 1, total)
+    first = int(start)
+    if end and int(end) < first:
+        return None  # invalid range: ignored
+    if first >= total:
+        raise UnsatisfiableRangeError(header)
+    last = total - 1 if not end else min(int(end), total - 1)
+    return ByteRange(first, last, total)
+
+
+def _stream(handle: BinaryIO, first: int, length: int) -> Iterator[bytes]:
+    try:
+        handle.seek(first)
+        left = length
+        while left > 0:
+            chunk = handle.read(min(CHUNK_SIZE, left))
+            if not chunk:
+                break
+            left -= len(chunk)
+            yield chunk
+    finally:
+        handle.close()
+
+
+class _LogCache:
+    """The serving root's version log, re-read when the file changes."""
+
+    def __init__(self, path: Path) -> None:
+        self._path = path
+        self._lock = threading.Lock()
+        self._stamp: tuple[int, int, int] | None = None
+        self._data = b""
+        self._by_version: dict[int, SignedVersion] = {}
+
+    def get(self) -> tuple[bytes, dict[int, SignedVersion]]:
+        with self._lock:
+            try:
+                status = self._path.stat()
+            except FileNotFoundError:
+                raise HTTPException(status_code=404, detail="nothing is published") from None
+            stamp = (status.st_ino, status.st_mtime_ns, status.st_size)
+            if stamp != self._stamp:
+                data = self._path.read_bytes()
+                try:
+                    log = VersionLog.load(self._path)
+                except LogFormatError as exc:
+                    raise HTTPException(status_code=500, detail="the version log is broken") from (
+                        exc
+                    )
+                self._data = data
+                self._by_version = {v.entry.version: v for v in log.entries}
+                self._stamp = stamp
+            return self._data, self._by_version
+
+
+def create_dataset_app(root: Path, tokens: TokenStore) -> FastAPI:
+    """The download server for the serving ``root``, gated by ``tokens``."""
+    root = Path(root)
+    app = FastAPI(
+        title="cotune dataset server",
+        description="Signed dataset versions; artifacts need a member token.",
+    )
+    logs = _LogCache(root / VERSION_LOG_NAME)
+
+    @app.get("/versions")
+    def versions() -> Response:
+        """The signed version log (public)."""
+        data, _ = logs.get()
+        return Response(content=data, media_type="application/json")
+
+    @app.get("/versions/{version}/artifact")
+    def artifact(
+        version: int,
+        authorization: Annotated[str | None, Header()] = None,
+        range: Annotated[str | None, Header()] = None,  # noqa: A002 - the header's name
+        if_range: Annotated[str | None, Header()] = None,
+    ) -> Response:
+        """One version's artifact, whole or a single byte range; needs a bearer token."""
+        token = _bearer(authorization)
+        try:
+            tokens.check(token, version)
+        except UnknownTokenError:
+            raise HTTPException(
+                status_code=401,
+                detail="a valid member token is required",
+                headers={"WWW-Authenticate": "Bearer"},
+            ) from None
+        except RevokedTokenError:
+            raise HTTPException(status_code=403, detail="this token was revoked") from None
+        except ScopeError:
+            raise HTTPException(
+                status_code=403, detail=f"this token does not cover v{version}"
+            ) from None
+        _, by_version = logs.get()
+        signed = by_version.get(version)
+        if signed is None:
+            raise HTTPException(status_code=404, detail=f"v{version} is not published")
+        sha_hex = signed.entry.artifact_sha256.hex()
+        etag = f'"{sha_hex}"'
+        try:
+            handle = artifact_path(root, signed.entry.artifact_sha256).open("rb")
+        except FileNotFoundError:
+            raise HTTPException(
+                status_code=404, detail=f"v{version}'s artifact is not stored here"
+            ) from None
+        try:
+            total = os.fstat(handle.fileno()).st_size
+            headers = {"ETag": etag, "X-Content-SHA256": sha_hex, "Accept-Ranges": "bytes"}
+            wanted = range if if_range is None or if_range.strip() == etag else None
+            try:
+                byte_range = parse_range(wanted, total)
+            except UnsatisfiableRangeError:
+                handle.close()
+                headers["Content-Range"] = f"bytes */{total}"
+                return Response(status_code=416, headers=headers)
+        except BaseException:
+            handle.close()
+            raise
+        if byte_range is None:
+            headers["Content-Length"] = str(total)
+            return StreamingResponse(
+                _stream(handle, 0, total),
+                status_code=200,
+                headers=headers,
+                media_type="application/octet-stream",
+            )
+        headers["Content-Length"] = str(byte_range.length)
+        headers["Content-Range"] = byte_range.content_range()
+        return StreamingResponse(
+            _stream(handle, byte_range.first, byte_range.length),
+            status_code=206,
+            headers=headers,
+            media_type="application/octet-stream",
+        )
+
+    return app
+
+
+def _bearer(authorization: str | None) -> str | None:
+    if authorization is None:
+        return None
+    scheme, _, credentials = authorization.strip().partition(" ")
+    if scheme.lower() != "bearer" or not credentials.strip():
+        return None
+    return credentials.strip()
+
+
+__all__ = [
+    "ARTIFACTS_DIR",
+    "CHUNK_SIZE",
+    "ByteRange",
+    "UnsatisfiableRangeError",
+    "artifact_path",
+    "create_dataset_app",
+    "parse_range",
+    "publish_version",
+]
