@@ -2,12 +2,18 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
+import subprocess
+import sys
+import time
 from pathlib import Path
 
+import httpx
 import pytest
 from typer.testing import CliRunner
 
+from cotune.chain.devnet import free_port
 from cotune.cli.app import app
 
 runner = CliRunner()
@@ -121,3 +127,44 @@ def test_anonymize_writes_placeholders_and_counts_only(tmp_path: Path) -> None:
     human = runner.invoke(app, ["dataset", "anonymize", str(raw), str(tmp_path / "c2.jsonl")])
     assert human.exit_code == 0 and "EMAIL 2 (1 distinct)" in human.output
     assert "ann@" not in human.output
+
+
+def test_publish_serve_admit_get_revoke(tmp_path: Path, publisher: str) -> None:
+    bundle, root = tmp_path / "bundle", tmp_path / "server"
+    _invoke(
+        "dataset", "init", str(bundle), "--from", str(_jsonl(tmp_path / "a.jsonl", ["x", "y"])),
+        "--id", "d", "--name", "D", "--key", publisher,
+    )  # fmt: skip
+    _invoke("dataset", "publish", str(bundle), "--root", str(root))
+    token = str(
+        _invoke("dataset", "admit", "buyer", "--max-version", "1", "--root", str(root))["token"]
+    )
+    port = free_port()
+    server = subprocess.Popen(
+        [str(Path(sys.executable).parent / "cotune"), "dataset", "serve", "--root", str(root),
+         "--port", str(port)],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                httpx.get(f"{url}/versions", timeout=1)
+                break
+            except httpx.TransportError:
+                assert time.monotonic() < deadline, "the dataset server did not start"
+                time.sleep(0.2)
+        out = tmp_path / "got.jsonl"
+        got = _invoke("dataset", "get", url, "1", str(out), "--token", token)
+        assert out.read_bytes() == (bundle / "data.jsonl").read_bytes()
+        assert got["sha256"] == hashlib.sha256(out.read_bytes()).hexdigest()
+        _invoke("dataset", "revoke", "buyer", "--root", str(root))
+        refused = runner.invoke(
+            app, ["dataset", "get", url, "1", str(tmp_path / "again.jsonl"), "--token", token]
+        )
+        assert refused.exit_code == 1
+        assert not (tmp_path / "again.jsonl").exists()
+    finally:
+        server.terminate()
+        server.wait(timeout=30)

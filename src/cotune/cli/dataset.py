@@ -9,6 +9,7 @@ offline and checks the head's artifact byte for byte.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import typer
 from rich.table import Table
@@ -17,6 +18,9 @@ from cotune.cli.output import JsonOption, console, friendly_errors, print_json
 from cotune.cli.participant import KeyOption, load_identity
 from cotune.cli.training_options import load_files
 from cotune.common.atomic import write_bytes_atomic
+
+if TYPE_CHECKING:
+    from cotune.dataset.tokens import TokenStore
 
 app = typer.Typer(
     help="Versioned, signed datasets: init, anonymize, version, verify, status.",
@@ -198,3 +202,124 @@ def anonymize(
             f"{summary['lines_total']} lines" + (f": {kinds}" if kinds else ""),
             highlight=False,
         )
+
+
+RootOption = typer.Option(
+    Path("dataset-server"), "--root", help="The server's directory (artifacts, log, tokens)."
+)
+
+
+def _tokens(root: Path) -> TokenStore:
+    from cotune.dataset.tokens import TokenStore
+
+    return TokenStore(root / "tokens.json")
+
+
+@app.command("publish")
+def publish(
+    bundle: Path = BundleArgument, root: Path = RootOption, as_json: bool = JsonOption
+) -> None:
+    """Copy the bundle's head version and signed log into a server directory."""
+    from cotune.dataset.server import publish_version
+
+    with friendly_errors():
+        head = publish_version(root, bundle)
+    if as_json:
+        print_json(head.to_dict())
+    else:
+        console.print(f"published {head.entry.dataset_id} v{head.entry.version} in {root}")
+
+
+@app.command("serve")
+def serve(
+    root: Path = RootOption,
+    host: str = typer.Option("127.0.0.1", "--host", help="Address to bind."),
+    port: int = typer.Option(8790, "--port", help="Port to bind."),
+) -> None:
+    """Serve the published versions: the log is public, artifacts need a member token.
+
+    Full (200) and range (206) downloads both carry the whole-file SHA-256 and an ETag,
+    and If-Range is honoured, so `curl -C -` and `cotune dataset get` resume.
+    """
+    import uvicorn
+
+    from cotune.dataset.server import create_dataset_app
+
+    tokens = _tokens(root)
+    console.print(f"serving {root} on http://{host}:{port} (GET /versions, /versions/N/artifact)")
+    uvicorn.run(create_dataset_app(root, tokens), host=host, port=port, log_level="warning")
+
+
+@app.command("admit")
+def admit(
+    label: str = typer.Argument(..., help="Who the token is for (unique)."),
+    max_version: int = typer.Option(..., "--max-version", min=1, help="Newest version allowed."),
+    root: Path = RootOption,
+    as_json: bool = JsonOption,
+) -> None:
+    """Issue a member token (printed once; only its hash is stored)."""
+    tokens = _tokens(root)
+    with friendly_errors():
+        token = tokens.issue(label, max_version)
+    if as_json:
+        print_json({"label": label, "max_version": max_version, "token": token})
+    else:
+        console.print(f"token for {label} (versions 1..{max_version}), shown once:")
+        console.print(token, highlight=False, soft_wrap=True)
+
+
+@app.command("revoke")
+def revoke(
+    label: str = typer.Argument(..., help="Label (or token hash) to revoke."),
+    root: Path = RootOption,
+    as_json: bool = JsonOption,
+) -> None:
+    """Revoke a member token; a running server refuses it from the next request."""
+    tokens = _tokens(root)
+    with friendly_errors():
+        record = tokens.revoke(label)
+    if as_json:
+        print_json(record.to_dict())
+    else:
+        console.print(f"revoked {record.label}")
+
+
+@app.command("get")
+def get(
+    url: str = typer.Argument(..., help="The dataset server's base URL."),
+    version_number: int = typer.Argument(..., help="Version to download."),
+    out: Path = typer.Argument(..., help="Where to write the verified artifact."),
+    token: str = typer.Option(
+        ...,
+        "--token",
+        envvar="COTUNE_DATASET_TOKEN",
+        help="Member token [env: COTUNE_DATASET_TOKEN].",
+    ),
+    publisher: str | None = typer.Option(
+        None, "--publisher", help="Refuse a log not signed by this address."
+    ),
+    as_json: bool = JsonOption,
+) -> None:
+    """Download a version, resumably, and keep it only if it matches the signed log."""
+    from cotune.cli.output import byte_progress
+    from cotune.dataset.client import download_version, fetch_version_log
+
+    with friendly_errors():
+        log = fetch_version_log(url, expected_publisher=publisher)
+        entries = {e.entry.version: e for e in log.entries}
+        if version_number not in entries:
+            raise LookupError(f"{url} publishes versions 1..{len(entries)}, not {version_number}")
+        expected = entries[version_number]
+        with byte_progress("download", expected.entry.artifact_size, enabled=not as_json) as step:
+            seen = [0]
+
+            def on_progress(done: int, _total: int) -> None:
+                step(done - seen[0])  # the bar counts increments; the client reports totals
+                seen[0] = done
+
+            download_version(url, version_number, token, out, expected, progress=on_progress)
+    digest = expected.entry.artifact_sha256.hex()
+    if as_json:
+        print_json({"path": str(out), "version": version_number, "sha256": digest})
+    else:
+        console.print(f"{out}: version {version_number}, sha256 {digest} (verified)")
