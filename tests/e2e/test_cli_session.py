@@ -186,6 +186,20 @@ def test_a_session_across_processes(devnet_env: dict[str, str], tmp_path: Path) 
         assert "finalized in" in logs
         claimed = cli("session", "claim", session_id, key="alice")
         assert int(str(claimed["claimed_wei"])) > 0
+        recovered = cli("aggregator", "recover", session_id, "--data-dir", str(data_dir))
+        assert recovered == {"session_id": int(session_id), "stage": "done", "error": None}
+
+        # A second session, cancelled by its owner while open: stakes come back.
+        second = str(cli(
+            "session", "open", str(eval_path), "--enclave-id", "1", "--quorum", "3",
+            "--max", "3", "--min-stake", str(ETHER // 10), "--allow", addresses["bob"],
+            key="owner",
+        )["session_id"])  # fmt: skip
+        cli("submit", second, str(files["bob"]), key="bob")
+        cli("session", "cancel", second, key="owner")
+        assert cli("session", "status", second, key="bob")["state"] == "cancelled"
+        refund = cli("session", "claim", second, key="bob")
+        assert int(str(refund["claimed_wei"])) == ETHER // 10
     finally:
         daemon.send_signal(signal.SIGTERM)
         daemon.wait(timeout=30)

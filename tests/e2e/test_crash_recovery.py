@@ -73,7 +73,7 @@ def test_sigkill_at_every_stage_then_one_finalize(
     command = [
         COTUNE, "aggregator", "run", "--once", "--chain", url, "--deployment", str(record),
         "--storage", str(storage), "--data-dir", str(data_dir), "--threads", "1",
-        "--api-port", "0",
+        "--api-port", "0", "--json",
     ]  # fmt: skip
 
     def run(fault: str | None) -> subprocess.CompletedProcess[str]:
@@ -82,6 +82,8 @@ def test_sigkill_at_every_stage_then_one_finalize(
 
     first = run(None)  # registers the enclave; no session yet
     assert first.returncode == 0, first.stderr
+    started = json.loads(first.stdout.splitlines()[0])
+    assert started["enclave_id"] == 1 and "no hardware guarantee" in started["warning"]
 
     store = LocalStore(storage)
     data = demo_data(examples_per_contributor=60)
@@ -109,6 +111,8 @@ def test_sigkill_at_every_stage_then_one_finalize(
         assert crashed.returncode == -signal.SIGKILL, (point, crashed.stderr[-2000:])
     last = run(None)
     assert last.returncode == 0, last.stderr
+    messages = [json.loads(line)["message"] for line in last.stdout.splitlines()[1:]]
+    assert messages[-1] == "session complete"
 
     state = SqliteStateStore(data_dir / "state.sqlite3")
     done = state.get(session_id)

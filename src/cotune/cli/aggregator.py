@@ -68,6 +68,9 @@ def run(
         None, "--threads", min=1, help="Torch CPU threads [default: torch's choice]."
     ),
     poll: float = typer.Option(1.0, "--poll", help="Seconds between polls."),
+    as_json: bool = typer.Option(
+        False, "--json", help="One JSON object per line: the enclave, then each log line."
+    ),
 ) -> None:
     """Register the enclave if needed, then run every session that reaches quorum.
 
@@ -92,20 +95,33 @@ def run(
             if operator is None or authority is None:
                 fail("the enclave is not registered and no dev authority key is available here")
             service.register(authority, operator)
-        console.print(f"[yellow]{DEV_MODE_WARNING}[/]", soft_wrap=True)
-        console.print(
-            f"enclave {service.enclave_id}: signer {service.keys.public.signer}, "
-            f"measurement 0x{service.measurement.hex()}",
-            highlight=False,
-            soft_wrap=True,
-        )
+        if as_json:
+            print_json(
+                {
+                    "enclave_id": service.enclave_id,
+                    "signer": service.keys.public.signer,
+                    "measurement": "0x" + service.measurement.hex(),
+                    "warning": DEV_MODE_WARNING,
+                    "api": f"http://{api_host}:{api_port}" if api_port else None,
+                }
+            )
+        else:
+            console.print(f"[yellow]{DEV_MODE_WARNING}[/]", soft_wrap=True)
+            console.print(
+                f"enclave {service.enclave_id}: signer {service.keys.public.signer}, "
+                f"measurement 0x{service.measurement.hex()}",
+                highlight=False,
+                soft_wrap=True,
+            )
+            if api_port:
+                console.print(f"HTTP API on http://{api_host}:{api_port} (/health, /sessions)")
         stop = threading.Event()
 
         def on_signal(_signum: int, _frame: FrameType | None) -> None:
             stop.set()
 
         signal.signal(signal.SIGTERM, on_signal)
-        printer = threading.Thread(target=_print_logs, args=(service, stop), daemon=True)
+        printer = threading.Thread(target=_print_logs, args=(service, stop, as_json), daemon=True)
         printer.start()
         server = _serve_api(service, api_host, api_port) if api_port else None
         while True:
@@ -127,22 +143,26 @@ def _serve_api(service: Aggregator, host: str, port: int) -> uvicorn.Server:
     config = uvicorn.Config(create_app(service), host=host, port=port, log_level="warning")
     server = uvicorn.Server(config)
     threading.Thread(target=server.run, daemon=True).start()
-    console.print(f"HTTP API on http://{host}:{port} (/health, /enclave, /sessions)")
     return server
 
 
-def _print_logs(service: Aggregator, stop: threading.Event) -> None:
+def _print_logs(service: Aggregator, stop: threading.Event, as_json: bool) -> None:
     """Echo every session's new log lines while the service works (sessions run long)."""
     seen: dict[int, int] = {}
     while True:
         stopping = stop.wait(0.3)
         for record in service.state.sessions():
             for line in service.state.logs(record.session_id, seen.get(record.session_id, 0)):
-                console.print(
-                    f"[dim]session {line.session_id}[/] {line.message}",
-                    highlight=False,
-                    soft_wrap=True,
-                )
+                if as_json:
+                    print_json(
+                        {"session_id": line.session_id, "at": line.at, "message": line.message}
+                    )
+                else:
+                    console.print(
+                        f"[dim]session {line.session_id}[/] {line.message}",
+                        highlight=False,
+                        soft_wrap=True,
+                    )
                 seen[record.session_id] = line.line_id
         if stopping:
             return

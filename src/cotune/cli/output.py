@@ -35,6 +35,7 @@ JsonOption = typer.Option(
 def print_json(payload: Any) -> None:
     """Write ``payload`` as one JSON line on stdout."""
     sys.stdout.write(json.dumps(payload, sort_keys=True) + "\n")
+    sys.stdout.flush()  # a daemon's lines must reach a pipe as they happen
 
 
 def fail(message: str, code: int = 1) -> NoReturn:
