@@ -4,14 +4,12 @@ from __future__ import annotations
 
 import json
 import threading
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
-import uvicorn
 from eth_account.signers.local import LocalAccount
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
@@ -22,6 +20,7 @@ from cotune.aggregator.service import Aggregator, AggregatorConfig
 from cotune.aggregator.state import Stage
 from cotune.chain.connection import Chain, connect
 from cotune.chain.deployment import Contracts, Deployment, deploy_all
+from cotune.common.serving import serve_in_background
 from cotune.storage.local import LocalStore
 
 SESSION = 7
@@ -241,21 +240,12 @@ def test_logs_no_follow_on_running_session(setup: Setup, client: TestClient) -> 
 
 @pytest.fixture
 def server(setup: Setup) -> Iterator[str]:
-    config = uvicorn.Config(setup.app, host="127.0.0.1", port=0, log_level="warning")
-    server = uvicorn.Server(config)
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 10
-    while not server.started:
-        assert thread.is_alive() and time.monotonic() < deadline, "uvicorn did not start"
-        time.sleep(0.01)
-    port = server.servers[0].sockets[0].getsockname()[1]
+    running = serve_in_background(setup.app)
     try:
-        yield f"http://127.0.0.1:{port}"
+        yield f"http://127.0.0.1:{running.port}"
     finally:
-        server.should_exit = True
-        thread.join(timeout=10)
-        assert not thread.is_alive()
+        running.stop()
+        assert not running.thread.is_alive()
 
 
 def read_stream(url: str, headers: dict[str, str] | None = None) -> list[tuple[int, Any]]:

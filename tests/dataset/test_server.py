@@ -6,8 +6,6 @@ import hashlib
 import json
 import shutil
 import subprocess
-import threading
-import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -16,10 +14,10 @@ from typing import Any
 
 import httpx
 import pytest
-import uvicorn
 from eth_account import Account
 from fastapi import FastAPI
 
+from cotune.common.serving import serve_in_background
 from cotune.dataset.bundle import init_bundle, update_bundle
 from cotune.dataset.client import (
     DownloadRefusedError,
@@ -94,21 +92,12 @@ def published(tmp_path_factory: pytest.TempPathFactory) -> Published:
 
 @contextmanager
 def serving(app: FastAPI) -> Iterator[str]:
-    config = uvicorn.Config(app, host="127.0.0.1", port=0, log_level="warning")
-    server = uvicorn.Server(config)
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 10
-    while not server.started:
-        assert thread.is_alive() and time.monotonic() < deadline, "uvicorn did not start"
-        time.sleep(0.01)
-    port = server.servers[0].sockets[0].getsockname()[1]
+    running = serve_in_background(app)
     try:
-        yield f"http://127.0.0.1:{port}"
+        yield f"http://127.0.0.1:{running.port}"
     finally:
-        server.should_exit = True
-        thread.join(timeout=10)
-        assert not thread.is_alive()
+        running.stop()
+        assert not running.thread.is_alive()
 
 
 @pytest.fixture(scope="module")

@@ -24,10 +24,9 @@ from cotune.cli.participant import (
     open_storage,
     operator_secret,
 )
+from cotune.common.serving import BackgroundServer, serve_in_background
 
 if TYPE_CHECKING:  # the service (torch, FastAPI) loads only when a command needs it
-    import uvicorn
-
     from cotune.aggregator.service import Aggregator
 
 app = typer.Typer(help=f"The enclave aggregator service. {DEV_MODE_WARNING}.", no_args_is_help=True)
@@ -131,19 +130,14 @@ def run(
         stop.set()
         printer.join()
         if server is not None:
-            server.should_exit = True
+            server.stop()
 
 
-def _serve_api(service: Aggregator, host: str, port: int) -> uvicorn.Server:
+def _serve_api(service: Aggregator, host: str, port: int) -> BackgroundServer:
     """Serve the HTTP API in a background thread."""
-    import uvicorn
-
     from cotune.aggregator.api import create_app
 
-    config = uvicorn.Config(create_app(service), host=host, port=port, log_level="warning")
-    server = uvicorn.Server(config)
-    threading.Thread(target=server.run, daemon=True).start()
-    return server
+    return serve_in_background(create_app(service), host, port)
 
 
 def _print_logs(service: Aggregator, stop: threading.Event, as_json: bool) -> None:

@@ -19,8 +19,9 @@ from cotune.cli.participant import KeyOption, load_identity
 from cotune.cli.training_options import load_files
 from cotune.common.atomic import write_bytes_atomic
 
-if TYPE_CHECKING:
+if TYPE_CHECKING:  # the dataset stack loads only inside the commands
     from cotune.dataset.tokens import TokenStore
+    from cotune.dataset.versions import VersionLog
 
 app = typer.Typer(
     help="Versioned, signed datasets: init, anonymize, version, verify, status.",
@@ -36,10 +37,7 @@ def _log_path(bundle: Path) -> Path:
     return bundle / VERSION_LOG_NAME
 
 
-def _versions_table(log: object) -> Table:
-    from cotune.dataset.versions import VersionLog
-
-    assert isinstance(log, VersionLog)
+def _versions_table(log: VersionLog) -> Table:
     table = Table(title=f"{log.path}")
     for column in ("version", "manifest", "artifact sha256", "bytes", "time", "publisher"):
         table.add_column(column)

@@ -8,16 +8,13 @@ adapter. Exits non-zero when any check fails.
 
 from __future__ import annotations
 
-import contextlib
-from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING
 
 import typer
-from rich.progress import BarColumn, Progress, TaskID, TextColumn
 from rich.table import Table
 
 from cotune.aggregator.enclave import DEV_MODE_WARNING
-from cotune.cli.output import JsonOption, console, err_console, print_json
+from cotune.cli.output import JsonOption, console, err_console, print_json, training_bars
 from cotune.training.synthetic import POISONS
 
 if TYPE_CHECKING:  # the session stack loads only when the demo runs
@@ -49,12 +46,12 @@ def demo(
             console.print(f"[dim]•[/] {message}")
 
     try:
-        with training_bars(enabled=not as_json) as on_train_step:
+        with training_bars(enabled=not as_json) as bars:
             result = run_demo(
                 examples_per_contributor=examples,
                 poison=poison,
                 notify=notify,
-                on_train_step=on_train_step,
+                on_train_step=lambda label, *step: bars(f"train {label}", *step),
             )
     except RuntimeError as exc:
         err_console.print(f"[red]error:[/] {exc}")
@@ -65,29 +62,6 @@ def demo(
         _print_report(result)
     if not result.ok:
         raise typer.Exit(1)
-
-
-@contextlib.contextmanager
-def training_bars(*, enabled: bool) -> Iterator[Callable[[str, int, int, float], None]]:
-    """One progress bar per training run (joint, then each solo), on stderr."""
-    if not enabled or not err_console.is_terminal:
-        yield lambda _label, _step, _total, _loss: None
-        return
-    columns = (
-        TextColumn("[bold]{task.description}"),
-        BarColumn(),
-        TextColumn("{task.completed}/{task.total} steps"),
-        TextColumn("loss {task.fields[loss]:.3f}"),
-    )
-    with Progress(*columns, console=err_console) as progress:
-        tasks: dict[str, TaskID] = {}
-
-        def on_step(label: str, step: int, total: int, loss: float) -> None:
-            if label not in tasks:
-                tasks[label] = progress.add_task(f"train {label}", total=total, loss=loss)
-            progress.update(tasks[label], completed=step, total=total, loss=loss)
-
-        yield on_step
 
 
 def _print_report(result: DemoResult) -> None:

@@ -14,6 +14,7 @@ from rich.progress import (
     BarColumn,
     DownloadColumn,
     Progress,
+    TaskID,
     TextColumn,
     TimeRemainingColumn,
     TransferSpeedColumn,
@@ -82,12 +83,15 @@ def byte_progress(
 
 
 @contextlib.contextmanager
-def step_progress(
-    label: str, *, enabled: bool = True
-) -> Iterator[Callable[[int, int, float], None]]:
-    """A training progress bar on stderr; yields the ``on_step(step, total, loss)`` callback."""
+def training_bars(
+    *, enabled: bool = True, transient: bool = False
+) -> Iterator[Callable[[str, int, int, float], None]]:
+    """One progress bar per training run, on stderr.
+
+    Yields ``on_step(label, step, total, loss)``; a new label starts a new bar.
+    """
     if not enabled or not err_console.is_terminal:
-        yield lambda _step, _total, _loss: None
+        yield lambda _label, _step, _total, _loss: None
         return
     columns = (
         TextColumn("[bold]{task.description}"),
@@ -96,10 +100,21 @@ def step_progress(
         TextColumn("loss {task.fields[loss]:.3f}"),
         TimeRemainingColumn(),
     )
-    with Progress(*columns, console=err_console, transient=True) as progress:
-        task = progress.add_task(label, total=None, loss=float("nan"))
+    with Progress(*columns, console=err_console, transient=transient) as progress:
+        tasks: dict[str, TaskID] = {}
 
-        def on_step(step: int, total: int, loss: float) -> None:
-            progress.update(task, completed=step, total=total, loss=loss)
+        def on_step(label: str, step: int, total: int, loss: float) -> None:
+            if label not in tasks:
+                tasks[label] = progress.add_task(label, total=total, loss=loss)
+            progress.update(tasks[label], completed=step, total=total, loss=loss)
 
         yield on_step
+
+
+@contextlib.contextmanager
+def step_progress(
+    label: str, *, enabled: bool = True
+) -> Iterator[Callable[[int, int, float], None]]:
+    """One training progress bar on stderr; yields the ``on_step(step, total, loss)`` callback."""
+    with training_bars(enabled=enabled, transient=True) as on_step:
+        yield lambda step, total, loss: on_step(label, step, total, loss)

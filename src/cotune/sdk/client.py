@@ -274,7 +274,9 @@ class Client:
         model_key = HpkePrivateKey(
             self.identity.hpke.suite, unseal(sealed, self.identity.hpke, key_info)
         )
-        blob = self.storage.get_bytes(self.storage.stat(session.model_hash.hex()))
+        blob = self.storage.get_bytes(
+            self.storage.stat(session.model_hash.hex()), progress=progress
+        )
         archive = decrypt_bytes(
             blob, model_key, model_info(self.chain.chain_id, coordinator, session_id)
         )
@@ -287,14 +289,6 @@ class Client:
         if session.state is not SessionState.FINALIZED:
             raise LookupError(f"session {session_id} is {session.state.name}: no model yet")
         return self.storage.stat(session.model_hash.hex()).size
-
-    def _fetch(self, digest: bytes, progress: Progress) -> bytes:
-        parts = []
-        with self.storage.open(self.storage.stat(digest.hex())) as reader:
-            while block := reader.read(1 << 20):
-                parts.append(block)
-                progress(len(block))
-        return b"".join(parts)
 
     def _sealed_key(self, session_id: int, accepted_count: int) -> bytes:
         nft = self.contracts.model_nft

@@ -29,7 +29,7 @@ from cotune.sdk.client import Client, SessionOptions
 from cotune.storage.local import LocalStore
 from cotune.training.data import load_dataset
 from cotune.training.evaluate import evaluate
-from cotune.training.synthetic import POISONS, demo_data
+from cotune.training.synthetic import demo_data
 from cotune.training.trainer import detach_lora, train_lora
 
 Notify = Callable[[str], None]
@@ -250,6 +250,3 @@ def _name_of(parties: dict[str, Identity], address: str) -> str:
         if ident.address.lower() == address.lower():
             return name
     return address
-
-
-__all__ = ["POISONS", "DemoResult", "run_demo"]

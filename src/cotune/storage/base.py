@@ -60,10 +60,14 @@ class BlobStore(abc.ABC):
         with Path(path).open("rb") as handle:
             return self.put(handle, progress=progress)
 
-    def get_bytes(self, ref: BlobRef) -> bytes:
-        """Read a whole blob into memory, verified."""
+    def get_bytes(self, ref: BlobRef, *, progress: Progress = no_progress) -> bytes:
+        """Read a whole blob into memory, verified; ``progress`` gets bytes read."""
+        parts = []
         with self.open(ref) as reader:
-            return reader.read()
+            while block := reader.read(READ_BLOCK):
+                parts.append(block)
+                progress(len(block))
+        return b"".join(parts)
 
     def download(
         self, ref: BlobRef, destination: Path, *, progress: Progress = no_progress
