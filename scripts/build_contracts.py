@@ -16,7 +16,13 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 SOURCES = ROOT / "contracts"
 ARTIFACTS = ROOT / "src" / "cotune" / "chain" / "artifacts"
-DEPLOYABLE = ("Coordinator", "DevAttestationVerifier", "EnclaveRegistry", "ModelNFT")
+DEPLOYABLE = (
+    "Coordinator",
+    "DatasetMarket",
+    "DevAttestationVerifier",
+    "EnclaveRegistry",
+    "ModelNFT",
+)
 SETTINGS = {
     "optimizer": {"enabled": True, "runs": 200},
     "evmVersion": "cancun",

@@ -47,7 +47,7 @@ def deployer(chain: Chain) -> LocalAccount:
 
 @pytest.fixture
 def deployment(chain: Chain, deployer: LocalAccount) -> Deployment:
-    """A fresh deployment of all four contracts (anvil: new addresses per test)."""
+    """A fresh deployment of all five contracts (anvil: new addresses per test)."""
     return deploy_all(chain, deployer, slash_window=3600)
 
 

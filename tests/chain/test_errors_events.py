@@ -397,6 +397,7 @@ def _deployment(**overrides: Any) -> Deployment:
         "enclave_registry": to_checksum_address("0x" + "d4" * 20),
         "dev_verifier": to_checksum_address("0x" + "e5" * 20),
         "model_nft": to_checksum_address("0x" + "f6" * 20),
+        "dataset_market": to_checksum_address("0x" + "a7" * 20),
     }
     values.update(overrides)
     return Deployment(**values)
@@ -408,7 +409,7 @@ def test_deployment_json_round_trip(tmp_path: Path) -> None:
     assert text.endswith("\n")
     raw = json.loads(text)
     assert list(raw) == sorted(raw)
-    assert raw["version"] == 1
+    assert raw["version"] == 2
     assert Deployment.from_dict(raw) == record
     path = tmp_path / "deployment.json"
     record.save(path)
@@ -433,7 +434,7 @@ def test_from_dict_names_a_missing_or_mistyped_field(field: str) -> None:
         assert str(info.value).startswith("my.json: ")
 
 
-@pytest.mark.parametrize("version", [None, 0, 2, "1"])
+@pytest.mark.parametrize("version", [None, 0, 1, "2"])
 def test_from_dict_refuses_other_versions(version: object) -> None:
     raw = json.loads(_deployment().to_json())
     raw["version"] = version
@@ -477,6 +478,7 @@ def test_deployment_check(chain: Chain, deployment: Deployment) -> None:
         ("enclave_registry", "EnclaveRegistry"),
         ("dev_verifier", "DevAttestationVerifier"),
         ("model_nft", "ModelNFT"),
+        ("dataset_market", "DatasetMarket"),
     ):
         without_code = dataclasses.replace(deployment, **{field: nowhere})
         with pytest.raises(DeploymentError, match=f"no {contract} code at {nowhere}"):

@@ -229,7 +229,7 @@ class Stage:
 
 
 def _deploy(chain: Chain, slash_window: int) -> Deployed:
-    """Deploy all four contracts and register two funded dev enclaves."""
+    """Deploy all five contracts and register two funded dev enclaves."""
     deployer = chain.dev_accounts[0]
     deployment = deploy_all(chain, deployer, slash_window=slash_window)
     contracts = Contracts.at(chain, deployment, deployer)

@@ -1,8 +1,8 @@
 """The chain layer: contracts, compiled artifacts, typed clients, embedded chain, devnet.
 
 ``connect("embedded")`` gives an in-process EVM; ``connect("http://…")`` any JSON-RPC
-node. ``deploy_all`` deploys the Coordinator, EnclaveRegistry, DevAttestationVerifier
-and ModelNFT; ``Contracts.at`` gives typed clients of a deployment.
+node. ``deploy_all`` deploys the Coordinator, EnclaveRegistry, DevAttestationVerifier,
+ModelNFT and DatasetMarket; ``Contracts.at`` gives typed clients of a deployment.
 """
 
 from cotune.chain.clients.coordinator import (
@@ -13,6 +13,7 @@ from cotune.chain.clients.coordinator import (
     SessionParams,
     SessionState,
 )
+from cotune.chain.clients.dataset_market import DatasetMarketClient, Listing, dataset_key
 from cotune.chain.clients.model_nft import ModelNftClient, ModelRecord
 from cotune.chain.clients.registry import DevVerifierClient, EnclaveRecord, EnclaveRegistryClient
 from cotune.chain.connection import EMBEDDED, Chain, connect
@@ -31,12 +32,14 @@ __all__ = [
     "ContributionStatus",
     "CoordinatorClient",
     "Cursor",
+    "DatasetMarketClient",
     "Deployment",
     "DeploymentError",
     "DevVerifierClient",
     "EnclaveRecord",
     "EnclaveRegistryClient",
     "EventWatcher",
+    "Listing",
     "ModelNftClient",
     "ModelRecord",
     "RejectionCertificate",
@@ -47,5 +50,6 @@ __all__ = [
     "TransactionError",
     "TxResult",
     "connect",
+    "dataset_key",
     "deploy_all",
 ]

@@ -8,7 +8,13 @@ from functools import cache
 from importlib import resources
 from typing import Any
 
-CONTRACT_NAMES = ("Coordinator", "DevAttestationVerifier", "EnclaveRegistry", "ModelNFT")
+CONTRACT_NAMES = (
+    "Coordinator",
+    "DatasetMarket",
+    "DevAttestationVerifier",
+    "EnclaveRegistry",
+    "ModelNFT",
+)
 
 
 @dataclass(frozen=True)

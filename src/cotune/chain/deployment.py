@@ -1,4 +1,4 @@
-"""``deploy_all``: the four contracts wired together, and the deployment record saved as JSON."""
+"""``deploy_all``: the five contracts wired together, and the deployment record saved as JSON."""
 
 from __future__ import annotations
 
@@ -12,6 +12,7 @@ from eth_utils.address import is_address, is_checksum_address, to_checksum_addre
 
 from cotune.chain.artifacts import load_artifact
 from cotune.chain.clients.coordinator import CoordinatorClient
+from cotune.chain.clients.dataset_market import DatasetMarketClient
 from cotune.chain.clients.model_nft import ModelNftClient
 from cotune.chain.clients.registry import DevVerifierClient, EnclaveRegistryClient
 from cotune.chain.connection import Chain
@@ -20,7 +21,7 @@ from cotune.common.atomic import write_bytes_atomic
 
 DEFAULT_SLASH_WINDOW = 7 * 24 * 3600
 """Seconds after finalize during which rejected contributors can be slashed."""
-RECORD_VERSION = 1
+RECORD_VERSION = 2
 
 
 @dataclass(frozen=True)
@@ -36,6 +37,7 @@ class Deployment:
     enclave_registry: str
     dev_verifier: str
     model_nft: str
+    dataset_market: str
     version: int = RECORD_VERSION
 
     def to_json(self) -> str:
@@ -47,7 +49,8 @@ class Deployment:
         """Parse a record; ``DeploymentError`` names the missing or wrong field."""
         if raw.get("version") != RECORD_VERSION:
             raise DeploymentError(
-                f"{source}: version {raw.get('version')!r} is not {RECORD_VERSION}"
+                f"{source}: version {raw.get('version')!r} is not {RECORD_VERSION} "
+                "(a record from another cotune release: deploy again)"
             )
         values: dict[str, Any] = {}
         for name, kind in (
@@ -60,6 +63,7 @@ class Deployment:
             ("enclave_registry", str),
             ("dev_verifier", str),
             ("model_nft", str),
+            ("dataset_market", str),
         ):
             value = raw.get(name)
             if not isinstance(value, kind) or isinstance(value, bool):
@@ -97,6 +101,7 @@ class Deployment:
             ("EnclaveRegistry", self.enclave_registry),
             ("DevAttestationVerifier", self.dev_verifier),
             ("ModelNFT", self.model_nft),
+            ("DatasetMarket", self.dataset_market),
         ):
             code = bytes(chain.w3.eth.get_code(address))  # type: ignore[arg-type]
             if not code:
@@ -123,12 +128,13 @@ def _same_runtime(deployed: bytes, artifact: bytes) -> bool:
 
 @dataclass(frozen=True)
 class Contracts:
-    """Clients of all four contracts, acting as one account."""
+    """Clients of all five contracts, acting as one account."""
 
     coordinator: CoordinatorClient
     registry: EnclaveRegistryClient
     verifier: DevVerifierClient
     model_nft: ModelNftClient
+    market: DatasetMarketClient
 
     @classmethod
     def at(
@@ -140,6 +146,7 @@ class Contracts:
             EnclaveRegistryClient(chain, deployment.enclave_registry, account),
             DevVerifierClient(chain, deployment.dev_verifier, account),
             ModelNftClient(chain, deployment.model_nft, account),
+            DatasetMarketClient(chain, deployment.dataset_market, account),
         )
 
     def as_account(self, account: LocalAccount) -> Contracts:
@@ -149,6 +156,7 @@ class Contracts:
             self.registry.as_account(account),
             self.verifier.as_account(account),
             self.model_nft.as_account(account),
+            self.market.as_account(account),
         )
 
 
@@ -159,7 +167,7 @@ def deploy_all(
     dev_authority: str | None = None,
     slash_window: int = DEFAULT_SLASH_WINDOW,
 ) -> Deployment:
-    """Deploy and wire the verifier, registry, model token and Coordinator.
+    """Deploy and wire the verifier, registry, model token and Coordinator, and the market.
 
     The deployer becomes the registry admin; ``dev_authority`` (default: the deployer)
     is the key whose statements the dev verifier accepts.
@@ -172,6 +180,7 @@ def deploy_all(
     coordinator, _ = CoordinatorClient.deploy(
         chain, deployer, registry.address, nft.address, slash_window
     )
+    market, _ = DatasetMarketClient.deploy(chain, deployer)
     nft.set_minter(coordinator.address)
     registry.set_verifier(verifier.address, True)
     return Deployment(
@@ -184,4 +193,5 @@ def deploy_all(
         enclave_registry=registry.address,
         dev_verifier=verifier.address,
         model_nft=nft.address,
+        dataset_market=market.address,
     )

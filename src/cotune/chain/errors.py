@@ -72,6 +72,14 @@ _MESSAGES: Mapping[str, str] = {
     "UseITransferFrom": "model tokens move only with iTransferFrom (a re-sealed key)",
     "InvalidResealProof": "re-seal proof is from {recovered}, expected the enclave {expected}",
     "EmptySealedKey": "the sealed key for the receiver is empty",
+    # DatasetMarket
+    "ZeroPrice": "a listing needs a price above 0 wei",
+    "EmptyEntryHash": "a listing must pin the signed entry's hash",
+    "EntryHashPinned": "this version is pinned to entry {pinned}, not {given}",
+    "NotListed": "version {version} of dataset {datasetKey} is not on sale",
+    "WrongPayment": "sent {sent} wei, the price is {price} wei",
+    "AlreadyPurchased": "{buyer} already bought version {version} (receipt {receiptId})",
+    "NothingToWithdraw": "{account} has no proceeds to withdraw",
     # OpenZeppelin
     "OwnableUnauthorizedAccount": "{account} is not the admin",
     "ERC721NonexistentToken": "token {tokenId} does not exist",

@@ -258,6 +258,57 @@ class ApprovalForAll(Event):
     approved: bool
 
 
+# --- DatasetMarket ---------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Listed(Event):
+    """A publisher listed (or re-priced) a dataset version."""
+
+    NAME: ClassVar[str] = "Listed"
+    CONTRACT: ClassVar[str] = "DatasetMarket"
+    dataset_key: bytes
+    publisher: str
+    dataset_id: str
+    version: int
+    entry_hash: bytes
+    price: int
+
+
+@dataclass(frozen=True)
+class Delisted(Event):
+    """A publisher stopped selling a dataset version."""
+
+    NAME: ClassVar[str] = "Delisted"
+    CONTRACT: ClassVar[str] = "DatasetMarket"
+    dataset_key: bytes
+    version: int
+
+
+@dataclass(frozen=True)
+class Purchased(Event):
+    """The receipt of a dataset version bought."""
+
+    NAME: ClassVar[str] = "Purchased"
+    CONTRACT: ClassVar[str] = "DatasetMarket"
+    receipt_id: int
+    dataset_key: bytes
+    buyer: str
+    version: int
+    entry_hash: bytes
+    price: int
+
+
+@dataclass(frozen=True)
+class Withdrawn(Event):
+    """A publisher withdrew its proceeds."""
+
+    NAME: ClassVar[str] = "Withdrawn"
+    CONTRACT: ClassVar[str] = "DatasetMarket"
+    publisher: str
+    amount: int
+
+
 EVENT_TYPES: tuple[type[Event], ...] = (
     SessionCreated,
     Submitted,
@@ -278,6 +329,10 @@ EVENT_TYPES: tuple[type[Event], ...] = (
     Transfer,
     Approval,
     ApprovalForAll,
+    Listed,
+    Delisted,
+    Purchased,
+    Withdrawn,
 )
 
 

@@ -14,21 +14,30 @@ from typing import TYPE_CHECKING
 import typer
 from rich.table import Table
 
-from cotune.cli.output import JsonOption, console, friendly_errors, print_json
-from cotune.cli.participant import KeyOption, load_identity
+from cotune.cli.output import JsonOption, console, fail, friendly_errors, print_json
+from cotune.cli.participant import (
+    ChainOption,
+    DeploymentOption,
+    KeyOption,
+    load_identity,
+    open_chain,
+)
 from cotune.cli.training_options import load_files
 from cotune.common.atomic import write_bytes_atomic
 
 if TYPE_CHECKING:  # the dataset stack loads only inside the commands
     from cotune.dataset.tokens import TokenStore
-    from cotune.dataset.versions import VersionLog
+    from cotune.dataset.versions import SignedVersion, VersionLog
 
 app = typer.Typer(
-    help="Versioned, signed datasets: init, anonymize, version, verify, status.",
+    help="Versioned, signed datasets: make them (init, anonymize, version, verify, status), "
+    "serve them (publish, serve, admit, revoke), sell them (sell, withdraw) and get them "
+    "(buy, get).",
     no_args_is_help=True,
 )
 
 BundleArgument = typer.Argument(..., help="The bundle directory.")
+PublisherOption = typer.Option(None, "--publisher", help="Refuse a log not signed by this address.")
 
 
 def _log_path(bundle: Path) -> Path:
@@ -233,19 +242,36 @@ def serve(
     root: Path = RootOption,
     host: str = typer.Option("127.0.0.1", "--host", help="Address to bind."),
     port: int = typer.Option(8790, "--port", help="Port to bind."),
+    sell_: bool = typer.Option(
+        False,
+        "--sell",
+        help="Also sell: mint tokens for purchases on the DatasetMarket of --chain/--deployment.",
+    ),
+    chain: str = ChainOption,
+    deployment: Path | None = DeploymentOption,
 ) -> None:
     """Serve the published versions: the log is public, artifacts need a member token.
 
     Full (200) and range (206) downloads both carry the whole-file SHA-256 and an ETag,
-    and If-Range is honoured, so `curl -C -` and `cotune dataset get` resume.
+    and If-Range is honoured, so `curl -C -` and `cotune dataset get` resume. With
+    --sell, buyers who paid on chain redeem a signed claim for a token (`dataset buy`).
     """
     import uvicorn
 
     from cotune.dataset.server import create_dataset_app
 
     tokens = _tokens(root)
-    console.print(f"serving {root} on http://{host}:{port} (GET /versions, /versions/N/artifact)")
-    uvicorn.run(create_dataset_app(root, tokens), host=host, port=port, log_level="warning")
+    sales = None
+    if sell_:
+        from cotune.chain.clients.dataset_market import DatasetMarketClient
+        from cotune.dataset.market import SalesDesk
+
+        with friendly_errors():
+            rpc, record = open_chain(chain, deployment)
+            sales = SalesDesk(DatasetMarketClient(rpc, record.dataset_market), tokens)
+    routes = "GET /versions, /versions/N/artifact" + (", /market, POST /purchases" if sales else "")
+    console.print(f"serving {root} on http://{host}:{port} ({routes})")
+    uvicorn.run(create_dataset_app(root, tokens, sales), host=host, port=port, log_level="warning")
 
 
 @app.command("admit")
@@ -293,31 +319,175 @@ def get(
         envvar="COTUNE_DATASET_TOKEN",
         help="Member token [env: COTUNE_DATASET_TOKEN].",
     ),
-    publisher: str | None = typer.Option(
-        None, "--publisher", help="Refuse a log not signed by this address."
-    ),
+    publisher: str | None = PublisherOption,
     as_json: bool = JsonOption,
 ) -> None:
     """Download a version, resumably, and keep it only if it matches the signed log."""
-    from cotune.cli.output import byte_progress
-    from cotune.dataset.client import download_version, fetch_version_log
+    from cotune.dataset.client import fetch_version_log
 
     with friendly_errors():
         log = fetch_version_log(url, expected_publisher=publisher)
         entries = {e.entry.version: e for e in log.entries}
         if version_number not in entries:
-            raise LookupError(f"{url} publishes versions 1..{len(entries)}, not {version_number}")
+            raise LookupError(f"{url} publishes versions {sorted(entries)}, not {version_number}")
         expected = entries[version_number]
-        with byte_progress("download", expected.entry.artifact_size, enabled=not as_json) as step:
-            seen = [0]
-
-            def on_progress(done: int, _total: int) -> None:
-                step(done - seen[0])  # the bar counts increments; the client reports totals
-                seen[0] = done
-
-            download_version(url, version_number, token, out, expected, progress=on_progress)
+        _download(url, expected, token, out, as_json)
     digest = expected.entry.artifact_sha256.hex()
     if as_json:
         print_json({"path": str(out), "version": version_number, "sha256": digest})
+    else:
+        console.print(f"{out}: version {version_number}, sha256 {digest} (verified)")
+
+
+def _download(url: str, expected: SignedVersion, token: str, out: Path, as_json: bool) -> None:
+    """Download ``expected``'s artifact with a progress bar (resuming, verifying)."""
+    from cotune.cli.output import byte_progress
+    from cotune.dataset.client import download_version
+
+    with byte_progress("download", expected.entry.artifact_size, enabled=not as_json) as step:
+        seen = [0]
+
+        def on_progress(done: int, _total: int) -> None:
+            step(done - seen[0])  # the bar counts increments; the client reports totals
+            seen[0] = done
+
+        download_version(url, expected.entry.version, token, out, expected, progress=on_progress)
+
+
+@app.command("sell")
+def sell(
+    bundle: Path = BundleArgument,
+    version_number: int = typer.Option(..., "--version", min=1, help="Version to list."),
+    price: int = typer.Option(0, "--price", min=0, help="Price in wei (above 0 to list)."),
+    stop: bool = typer.Option(False, "--stop", help="Stop selling the version instead."),
+    chain: str = ChainOption,
+    deployment: Path | None = DeploymentOption,
+    key: str = KeyOption,
+    as_json: bool = JsonOption,
+) -> None:
+    """List a version on the DatasetMarket at a price (or --stop selling it), as its publisher.
+
+    The listing pins the version's signed entry hash: buyers pay for exactly those bytes.
+    Re-run with another --price to re-price. Proceeds are withdrawn with `withdraw`.
+    """
+    from cotune.chain.clients.dataset_market import DatasetMarketClient
+    from cotune.dataset.versions import VersionLog
+
+    if not stop and price == 0:
+        fail("give --price in wei (above 0), or --stop to stop selling")
+    with friendly_errors():
+        log = VersionLog.load(_log_path(bundle))
+        log.verify()
+        entries = {e.entry.version: e for e in log.entries}
+        if version_number not in entries:
+            raise LookupError(f"{bundle} has versions {sorted(entries)}, not {version_number}")
+        signed = entries[version_number]
+        identity = load_identity(key)
+        if identity.address != signed.entry.publisher:
+            fail(
+                f"v{version_number} is published by {signed.entry.publisher}, "
+                f"not by {identity.address}"
+            )
+        rpc, record = open_chain(chain, deployment)
+        market = DatasetMarketClient(rpc, record.dataset_market, identity.account)
+        dataset_id = signed.entry.dataset_id
+        if stop:
+            tx = market.delist(dataset_id, version_number)
+        else:
+            tx = market.list_version(dataset_id, version_number, log.entry_hash(signed), price)
+    payload = {
+        "dataset_id": dataset_id,
+        "version": version_number,
+        "entry_hash": "0x" + log.entry_hash(signed).hex(),
+        "price": 0 if stop else price,
+        "on_sale": not stop,
+        "market": record.dataset_market,
+        "tx": tx.tx_hash,
+    }
+    if as_json:
+        print_json(payload)
+    elif stop:
+        console.print(f"{dataset_id} v{version_number} is no longer on sale")
+    else:
+        console.print(f"{dataset_id} v{version_number} is on sale for {price} wei")
+
+
+@app.command("withdraw")
+def withdraw(
+    chain: str = ChainOption,
+    deployment: Path | None = DeploymentOption,
+    key: str = KeyOption,
+    as_json: bool = JsonOption,
+) -> None:
+    """Withdraw the proceeds of your dataset sales to your address."""
+    from cotune.chain.clients.dataset_market import DatasetMarketClient
+
+    with friendly_errors():
+        identity = load_identity(key)
+        rpc, record = open_chain(chain, deployment)
+        amount = DatasetMarketClient(rpc, record.dataset_market, identity.account).withdraw()
+    if as_json:
+        print_json({"address": identity.address, "amount": amount})
+    else:
+        console.print(f"withdrew {amount} wei to {identity.address}")
+
+
+@app.command("buy")
+def buy(
+    url: str = typer.Argument(..., help="The dataset server's base URL."),
+    version_number: int = typer.Argument(..., help="Version to buy."),
+    out: Path = typer.Argument(..., help="Where to write the verified artifact."),
+    max_price: int | None = typer.Option(
+        None, "--max-price", min=0, help="Refuse to pay more than this many wei."
+    ),
+    publisher: str | None = PublisherOption,
+    chain: str = ChainOption,
+    deployment: Path | None = DeploymentOption,
+    key: str = KeyOption,
+    as_json: bool = JsonOption,
+) -> None:
+    """Pay for a version on the DatasetMarket, get a member token, download and verify it.
+
+    Nothing is paid unless the server's log verifies and the on-chain listing pins the
+    same signed entry. Buying again never pays twice: it redeems a new token against
+    the receipt you already hold. The token is printed once; keep it for `get`.
+    """
+    from cotune.chain.clients.dataset_market import DatasetMarketClient
+    from cotune.dataset.market import buy_version
+
+    with friendly_errors():
+        identity = load_identity(key)
+        rpc, record = open_chain(chain, deployment)
+        market = DatasetMarketClient(rpc, record.dataset_market)
+        purchase = buy_version(
+            url,
+            version_number,
+            market,
+            identity.account,
+            expected_publisher=publisher,
+            max_price=max_price,
+        )
+        if not as_json:
+            paid = f"paid {purchase.price} wei" if purchase.paid else "already paid"
+            console.print(
+                f"receipt {purchase.receipt_id} ({paid}); member token for versions "
+                f"1..{version_number}, shown once:"
+            )
+            console.print(purchase.token, highlight=False, soft_wrap=True)
+        _download(url, purchase.entry, purchase.token, out, as_json)
+    digest = purchase.entry.entry.artifact_sha256.hex()
+    if as_json:
+        print_json(
+            {
+                "path": str(out),
+                "version": version_number,
+                "sha256": digest,
+                "receipt_id": purchase.receipt_id,
+                "price": purchase.price,
+                "paid": purchase.paid,
+                "tx": purchase.tx_hash,
+                "token": purchase.token,
+            }
+        )
     else:
         console.print(f"{out}: version {version_number}, sha256 {digest} (verified)")

@@ -35,6 +35,7 @@ def _contracts(status: DevnetStatus) -> dict[str, str] | None:
         "enclave_registry": deployment.enclave_registry,
         "dev_verifier": deployment.dev_verifier,
         "model_nft": deployment.model_nft,
+        "dataset_market": deployment.dataset_market,
     }
 
 

@@ -76,7 +76,7 @@ def doctor(
         record = Deployment.load(record_path)
         record.check(connected)
         state["deployment"] = record
-        return "ok", f"code of all four contracts present and as shipped ({record_path})"
+        return "ok", f"code of all five contracts present and as shipped ({record_path})"
 
     if isinstance(connected, Chain):
         _run(checks, "contracts", contracts_probe)

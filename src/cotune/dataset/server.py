@@ -18,6 +18,15 @@ Endpoints:
     the ETag gets the full 200. Every answer carries ``ETag: "<sha256>"``,
     ``X-Content-SHA256`` (the whole artifact's signed SHA-256 hex), ``Accept-Ranges: bytes``
     and ``Content-Length``; the body is streamed from disk in chunks.
+``GET /market``
+    When the server sells through a ``DatasetMarket`` (:class:`~cotune.dataset.market.SalesDesk`):
+    the chain id, market address, dataset key and each version's price; 404 otherwise.
+``POST /purchases``
+    A signed :class:`~cotune.dataset.market.PurchaseClaim` in, a member token for that
+    version out (200 ``{"token", "label", "version", "receipt_id"}``). 400 for a malformed
+    or stale claim, 401 for a bad signature, 402 when the buyer has no receipt on chain,
+    409 for a claim already redeemed or a listing that pins another entry, 503 when the
+    chain cannot be read.
 
 The hash headers repeat the signed entry: a client checks what it received against the
 entry it verified from the log, never against these headers alone.
@@ -32,13 +41,15 @@ import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated, BinaryIO
+from typing import Annotated, Any, BinaryIO
 
-from fastapi import FastAPI, Header, HTTPException
+from fastapi import Body, FastAPI, Header, HTTPException
 from fastapi.responses import Response, StreamingResponse
 
+from cotune.chain.errors import ChainError
 from cotune.common.atomic import atomic_writer, write_bytes_atomic
 from cotune.dataset.bundle import ArtifactError, ArtifactMismatchError, load_bundle
+from cotune.dataset.market import ClaimRejectedError, PurchaseClaim, SalesDesk
 from cotune.dataset.tokens import (
     RevokedTokenError,
     ScopeError,
@@ -180,7 +191,14 @@ class _LogCache:
         self._lock = threading.Lock()
         self._stamp: tuple[int, int, int] | None = None
         self._data = b""
+        self._log: VersionLog | None = None
         self._by_version: dict[int, SignedVersion] = {}
+
+    def log(self) -> VersionLog:
+        """The parsed log (404 when nothing is published)."""
+        self.get()
+        assert self._log is not None  # get() raised or loaded it
+        return self._log
 
     def get(self) -> tuple[bytes, dict[int, SignedVersion]]:
         with self._lock:
@@ -198,13 +216,14 @@ class _LogCache:
                         exc
                     )
                 self._data = data
+                self._log = log
                 self._by_version = {v.entry.version: v for v in log.entries}
                 self._stamp = stamp
             return self._data, self._by_version
 
 
-def create_dataset_app(root: Path, tokens: TokenStore) -> FastAPI:
-    """The download server for the serving ``root``, gated by ``tokens``."""
+def create_dataset_app(root: Path, tokens: TokenStore, sales: SalesDesk | None = None) -> FastAPI:
+    """The download server for the serving ``root``, gated by ``tokens``; selling via ``sales``."""
     root = Path(root)
     app = FastAPI(
         title="cotune dataset server",
@@ -217,6 +236,42 @@ def create_dataset_app(root: Path, tokens: TokenStore) -> FastAPI:
         """The signed version log (public)."""
         data, _ = logs.get()
         return Response(content=data, media_type="application/json")
+
+    @app.get("/market")
+    def market() -> dict[str, Any]:
+        """Where and for how much each version is sold (404 when this server does not sell)."""
+        if sales is None:
+            raise HTTPException(
+                status_code=404, detail="this server does not sell through a market"
+            )
+        try:
+            return sales.info(logs.log())
+        except (ChainError, OSError) as exc:
+            raise HTTPException(status_code=503, detail=f"cannot read the market: {exc}") from None
+
+    @app.post("/purchases")
+    def purchases(body: Annotated[dict[str, Any], Body()]) -> dict[str, Any]:
+        """Redeem a signed purchase claim for a member token scoped to the version bought."""
+        if sales is None:
+            raise HTTPException(
+                status_code=404, detail="this server does not sell through a market"
+            )
+        try:
+            claim = PurchaseClaim.from_dict(body)
+        except ValueError as exc:
+            raise HTTPException(status_code=400, detail=f"malformed claim: {exc}") from None
+        try:
+            issued = sales.redeem(claim, logs.log())
+        except ClaimRejectedError as exc:
+            raise HTTPException(status_code=exc.status, detail=str(exc)) from None
+        except (ChainError, OSError) as exc:
+            raise HTTPException(status_code=503, detail=f"cannot read the market: {exc}") from None
+        return {
+            "token": issued.token,
+            "label": issued.label,
+            "version": issued.version,
+            "receipt_id": issued.receipt_id,
+        }
 
     @app.get("/versions/{version}/artifact")
     def artifact(
