@@ -39,6 +39,7 @@ from cotune.chain.statements import RejectionCertificate
 from cotune.crypto.errors import CryptoError
 from cotune.crypto.hpke import HpkePrivateKey, HpkePublicKey, seal
 from cotune.crypto.stream import encrypt_bytes
+from cotune.dataset.provenance import DatasetClaim, ProvenanceError, unwrap_submission
 from cotune.storage.base import BlobStore
 from cotune.storage.errors import StorageError
 from cotune.training.adapter import DatasetRecord, build_manifest, save_adapter
@@ -208,6 +209,7 @@ class SessionProcessor:
             self.log(session_id, f"fetching {len(submissions)} submissions and the eval set")
             eval_examples = self._eval_set(info)
             readable, unreadable = self._decrypt_all(session_id, submissions)
+            readable, claims, false_claims = self._open_envelopes(session_id, readable)
         fault_point("fetched")
         base = self.bases(spec.base_model)
         with clock.stage("gate"):
@@ -219,10 +221,17 @@ class SessionProcessor:
                 rules,
                 on_progress=lambda who, stage: self.log(session_id, f"gate: {stage} {who}"),
             )
-        decisions = report.decisions + [
-            Decision(who, False, Reason.UNREADABLE, None, 0, {"contributor": who, "error": why})
-            for who, why in unreadable.items()
-        ]
+        decisions = (
+            report.decisions
+            + [
+                Decision(who, False, Reason.UNREADABLE, None, 0, {"contributor": who, "error": why})
+                for who, why in unreadable.items()
+            ]
+            + [
+                Decision(who, False, Reason.PROVENANCE, None, 0, {"contributor": who, "error": why})
+                for who, why in false_claims.items()
+            ]
+        )
         for d in decisions:
             self.log(session_id, f"gate: {d.contributor} {d.reason.name.lower()} score={d.score}")
         fault_point("gated")
@@ -268,6 +277,11 @@ class SessionProcessor:
                         "gate_rules_hash": "0x" + rules.hash().hex(),
                         "accepted": [d.contributor for d in accepted],
                         "rejected": [d.contributor for d in decisions if not d.accepted],
+                        "provenance": [
+                            {"contributor": d.contributor} | claims[d.contributor].to_dict()
+                            for d in accepted
+                            if d.contributor in claims
+                        ],
                     },
                 )
                 with plaintext_workspace() as workspace:
@@ -298,6 +312,7 @@ class SessionProcessor:
                 "gate": report.to_dict() | {"decisions": [d.to_dict() for d in decisions]},
                 "model_sha256": model_ref.cid,
                 "model_size": model_ref.size,
+                "adapter_sha256": hashlib.sha256(archive).hexdigest(),
                 "manifest": manifest,
                 "seconds": clock.seconds,
             }
@@ -359,6 +374,29 @@ class SessionProcessor:
                 unreadable[sub.contributor] = reason
                 self.log(session_id, f"unreadable submission from {sub.contributor}: {reason}")
         return readable, unreadable
+
+    def _open_envelopes(
+        self, session_id: int, readable: list[tuple[str, bytes]]
+    ) -> tuple[list[tuple[str, bytes]], dict[str, DatasetClaim], dict[str, str]]:
+        """Split off each submission's dataset claim and check it against its data."""
+        data: list[tuple[str, bytes]] = []
+        claims: dict[str, DatasetClaim] = {}
+        false_claims: dict[str, str] = {}
+        for who, plaintext in readable:
+            try:
+                payload, found = unwrap_submission(plaintext)
+                for claim in found:
+                    claim.check(payload)
+            except ProvenanceError as exc:
+                false_claims[who] = str(exc)
+                self.log(session_id, f"dataset claim of {who} refused: {exc}")
+                continue
+            data.append((who, payload))
+            if found:
+                claims[who] = found[0]
+                entry = found[0].signed.entry
+                self.log(session_id, f"{who} submitted {entry.dataset_id} v{entry.version}")
+        return data, claims, false_claims
 
     def _certificate(self, session_id: int, decision: Decision, sub: Submitted) -> dict[str, Any]:
         certificate = RejectionCertificate(

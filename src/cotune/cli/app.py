@@ -17,6 +17,7 @@ from cotune.cli import (
     evaluate,
     gate,
     keys,
+    provenance,
     session,
     submit,
     train,
@@ -38,6 +39,7 @@ app.add_typer(aggregator.app, name="aggregator")
 app.add_typer(enclave.app, name="enclave")
 app.add_typer(dataset.app, name="dataset")
 app.command("submit")(submit.submit)
+app.command("provenance")(provenance.provenance)
 app.command("download")(submit.download)
 app.command("doctor")(doctor.doctor)
 app.command("demo")(demo.demo)

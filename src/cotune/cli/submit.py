@@ -3,10 +3,18 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import typer
 
-from cotune.cli.output import JsonOption, byte_progress, console, friendly_errors, print_json
+from cotune.cli.output import (
+    JsonOption,
+    byte_progress,
+    console,
+    fail,
+    friendly_errors,
+    print_json,
+)
 from cotune.cli.participant import (
     ChainOption,
     DeploymentOption,
@@ -17,10 +25,24 @@ from cotune.cli.participant import (
 from cotune.cli.training_options import load_files
 from cotune.crypto.stream import DEFAULT_CHUNK_SIZE, ciphertext_length
 
+if TYPE_CHECKING:
+    from cotune.dataset.provenance import DatasetClaim
+
 
 def submit(
     session_id: int = typer.Argument(..., help="Session id."),
-    dataset: Path = typer.Argument(..., exists=True, dir_okay=False, help="Your JSONL dataset."),
+    data: Path | None = typer.Argument(
+        None,
+        exists=True,
+        dir_okay=False,
+        help="Your JSONL dataset [default with --dataset BUNDLE@HEAD: the bundle's artifact].",
+    ),
+    dataset: str | None = typer.Option(
+        None,
+        "--dataset",
+        help="The data is this signed dataset version: BUNDLE_DIR@VERSION or URL@VERSION. "
+        "The claim travels encrypted; the enclave checks it and records it in cotune.json.",
+    ),
     stake: int | None = typer.Option(None, "--stake", help="Stake in wei [default: the minimum]."),
     measurement: str | None = typer.Option(
         None,
@@ -39,10 +61,23 @@ def submit(
     and the session accepts you (open, before its deadline, allow-list, first submit).
     """
     pinned = bytes.fromhex(measurement.removeprefix("0x")) if measurement else None
-    load_files([dataset], "nothing was encrypted, uploaded or staked")
+    claim = None
+    if dataset is not None:
+        from cotune.dataset.provenance import resolve_dataset, wrap_submission
+
+        with friendly_errors():
+            claim, artifact = resolve_dataset(dataset)
+        data = data or artifact
+    if data is None:
+        fail(
+            "give the JSONL file to submit"
+            + (f" (--dataset {dataset} is not a bundle's head version)" if dataset else "")
+        )
+    load_files([data], "nothing was encrypted, uploaded or staked")
     with friendly_errors():
         client = participant(chain, deployment, storage, key)
-        size = dataset.stat().st_size
+        header = len(wrap_submission(b"", [claim])) if claim else 0  # the envelope is encrypted too
+        size = data.stat().st_size + header
         estimate = ciphertext_length(size, DEFAULT_CHUNK_SIZE, 1024)
         with (
             byte_progress("encrypt", size, enabled=not as_json) as encrypted,
@@ -50,9 +85,10 @@ def submit(
         ):
             result = client.submit(
                 session_id,
-                dataset,
+                data,
                 stake=stake,
                 pinned_measurement=pinned,
+                dataset=claim,
                 progress=encrypted,
                 upload_progress=uploaded,
             )
@@ -63,6 +99,7 @@ def submit(
         "examples": result.examples,
         "tx": result.tx.tx_hash,
         "gas": result.tx.gas_used,
+        "dataset": None if claim is None else _claim_name(claim),
         "attestation": result.enclave.kind,
         "warning": result.enclave.warning,
     }
@@ -76,7 +113,13 @@ def submit(
         console.print(
             f"submitted {result.examples} examples to session {session_id}: "
             f"ciphertext 0x{result.ciphertext_hash.hex()[:16]}…, gas {result.tx.gas_used}"
+            + (f", as {_claim_name(claim)}" if claim else "")
         )
+
+
+def _claim_name(claim: DatasetClaim) -> str:
+    entry = claim.signed.entry
+    return f"{entry.dataset_id} v{entry.version} by {entry.publisher}"
 
 
 def download(

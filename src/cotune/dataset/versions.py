@@ -349,7 +349,8 @@ def verify_bundle(entry: VersionEntry | SignedVersion, bundle: Bundle) -> None:
     verify_artifact(e, bundle.artifact_path)
 
 
-def _domain_from_dict(raw: object) -> Eip712Domain:
+def domain_from_dict(raw: object) -> Eip712Domain:
+    """A dataset domain from its JSON form; ``ValueError`` unless it is one."""
     if not isinstance(raw, dict) or set(raw) != _DOMAIN_FIELDS:
         raise ValueError(f"domain must have exactly {sorted(_DOMAIN_FIELDS)}")
     if raw["name"] != DATASET_DOMAIN_NAME or raw["version"] != DATASET_DOMAIN_VERSION:
@@ -362,7 +363,7 @@ def _domain_from_dict(raw: object) -> Eip712Domain:
 
 def _check_domain(domain: Eip712Domain) -> Eip712Domain:
     try:
-        return _domain_from_dict(domain.to_dict())
+        return domain_from_dict(domain.to_dict())
     except ValueError as exc:
         raise ValueError(f"not a dataset domain: {exc}") from None
 
@@ -407,7 +408,7 @@ class VersionLog:
                 raise ValueError("expected exactly the members format, domain and versions")
             if raw["format"] != LOG_FORMAT:
                 raise ValueError(f"format must be {LOG_FORMAT!r}, got {raw['format']!r}")
-            domain = _domain_from_dict(raw["domain"])
+            domain = domain_from_dict(raw["domain"])
             items = raw["versions"]
             if not isinstance(items, list):
                 raise ValueError("versions must be a list")
@@ -683,6 +684,7 @@ __all__ = [
     "VersionLogError",
     "VersionOrderError",
     "dataset_domain",
+    "domain_from_dict",
     "verify_artifact",
     "verify_bundle",
 ]

@@ -46,6 +46,7 @@ from cotune.common.progress import Progress, no_progress
 from cotune.crypto.hpke import HpkePrivateKey, unseal
 from cotune.crypto.identity import Identity
 from cotune.crypto.stream import decrypt_bytes, encrypt_stream
+from cotune.dataset.provenance import DatasetClaim, wrap_submission
 from cotune.storage.base import BlobStore
 from cotune.training.data import load_dataset
 from cotune.training.rules import GateRules
@@ -167,15 +168,21 @@ class Client:
         *,
         stake: int | None = None,
         pinned_measurement: bytes | None = None,
+        dataset: DatasetClaim | None = None,
         progress: Progress = no_progress,
         upload_progress: Progress = no_progress,
     ) -> SubmitResult:
         """Validate, check, encrypt to the session's enclave, upload and commit with a stake.
 
-        ``progress`` gets plaintext bytes encrypted, ``upload_progress`` bytes uploaded.
+        ``dataset`` claims the data is a signed dataset version (checked here, carried
+        inside the ciphertext, checked again by the enclave and recorded in the adapter's
+        ``cotune.json``). ``progress`` gets plaintext bytes encrypted, ``upload_progress``
+        bytes uploaded.
         """
         plaintext, source = _read(data)
-        dataset = load_dataset(plaintext, source)
+        dataset_examples = load_dataset(plaintext, source)
+        if dataset is not None:
+            dataset.check(plaintext)
         coordinator = self.contracts.coordinator
         session = coordinator.session(session_id)
         self._check_can_submit(session)
@@ -187,9 +194,8 @@ class Client:
             )
         info = submission_info(self.chain.chain_id, coordinator.address, session_id, self.address)
         sink = io.BytesIO()
-        encrypt_stream(
-            io.BytesIO(plaintext), sink, enclave.hpke_public_key, info, progress=progress
-        )
+        envelope = wrap_submission(plaintext, [dataset] if dataset is not None else [])
+        encrypt_stream(io.BytesIO(envelope), sink, enclave.hpke_public_key, info, progress=progress)
         ciphertext = sink.getvalue()
         digest = hashlib.sha256(ciphertext).digest()
         hpke_key = self.identity.hpke.public_key().to_bytes()
@@ -198,7 +204,9 @@ class Client:
         coordinator.check_submit(session_id, digest, hpke_key, stake=amount)
         ref = self.storage.put(io.BytesIO(ciphertext), progress=upload_progress)
         tx = coordinator.submit(session_id, ref.digest, hpke_key, stake=amount)
-        return SubmitResult(session_id, ref.digest, ref.size, len(dataset.examples), tx, enclave)
+        return SubmitResult(
+            session_id, ref.digest, ref.size, len(dataset_examples.examples), tx, enclave
+        )
 
     def _check_can_submit(self, session: SessionInfo) -> None:
         sid = session.session_id

@@ -32,6 +32,8 @@ class Reason(IntEnum):
     OUTLIER = 7
     UNREADABLE = 8
     """Set by the aggregator: the ciphertext could not be fetched, verified or decrypted."""
+    PROVENANCE = 9
+    """Set by the aggregator: the dataset claim inside the submission does not hold."""
 
 
 @dataclass(frozen=True)
