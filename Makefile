@@ -34,6 +34,7 @@ bench: $(STAMP) ## Run the benchmarks (each prints a JSON object as its last lin
 	$(BIN)/python benchmarks/bench_gas.py
 	$(BIN)/python benchmarks/bench_train.py
 	$(BIN)/python benchmarks/bench_gate.py
+	$(BIN)/python benchmarks/bench_dataset.py
 
 node: node_modules/.package-lock.json ## Install the pinned Node tools (solc, OpenZeppelin, anvil)
 

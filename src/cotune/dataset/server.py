@@ -67,7 +67,7 @@ from cotune.dataset.versions import (
 
 ARTIFACTS_DIR = "artifacts"
 """Where a serving root keeps artifacts, each named by its SHA-256 hex."""
-CHUNK_SIZE = 1 << 16
+CHUNK_SIZE = 1 << 20
 """How many bytes the server reads from disk (and sends) at a time."""
 
 _RANGE = re.compile(r"bytes=(\d*)-(\d*)")
