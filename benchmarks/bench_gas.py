@@ -1,10 +1,11 @@
-"""Gas used by each Coordinator and ModelNFT operation, on a real EVM executing our artifacts.
+"""Gas used by each Coordinator, ModelNFT and DatasetMarket operation, on a real EVM.
 
 Gas is deterministic, so one run is enough; ``finalize`` is measured with 3, 10 and 30
 accepted contributors and reported with its cost per extra contributor. Last line: a JSON
 object ``{"createSession": …, "submit": …, "close": …, "slashWithProof": …, "claim": …,
 "iTransferFrom": …, "finalize": {"3": …, "10": …, "30": …}, "finalize_per_contributor": …,
-"goals": {…}}``. Goals: ``submit <= 120000``; finalize grows <= 120000 per contributor.
+"market": {"list": …, "buy": …, "withdraw": …}, "goals": {…}}``. Goals: ``submit <= 120000``;
+finalize grows <= 120000 per contributor.
 """
 
 from __future__ import annotations
@@ -16,7 +17,15 @@ import os
 from eth_account import Account
 from eth_account.signers.local import LocalAccount
 
-from cotune.chain import Chain, Contracts, RejectionCertificate, SessionParams, connect, deploy_all
+from cotune.chain import (
+    Chain,
+    Contracts,
+    RejectionCertificate,
+    SessionParams,
+    connect,
+    dataset_key,
+    deploy_all,
+)
 from cotune.chain.clients.base import ContractClient
 
 STAKE = 10**15
@@ -97,6 +106,18 @@ def _session(
     return gas
 
 
+def _market(chain: Chain, admin: Contracts) -> dict[str, int]:
+    """Gas of listing a dataset version, buying it and withdrawing the proceeds."""
+    seller = admin.market.as_account(chain.dev_accounts[1])
+    buyer = admin.market.as_account(chain.dev_accounts[2])
+    gas = {"list": seller.list_version("clinic-notes", 1, os.urandom(32), STAKE).gas_used}
+    buyer.buy(dataset_key(seller.account_address, "clinic-notes"), 1, STAKE)
+    gas["buy"] = _gas(buyer)
+    seller.withdraw()
+    gas["withdraw"] = _gas(seller)
+    return gas
+
+
 def main() -> None:
     """Measure and print the JSON line."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -121,6 +142,7 @@ def main() -> None:
     result = {name: base[name] for name in ("createSession", "submit", "close", "slashWithProof")}
     result |= {"claim": base["claim"], "iTransferFrom": base["iTransferFrom"]}
     result |= {"finalize": finalize, "finalize_per_contributor": round(per_contributor)}
+    result["market"] = _market(chain, admin)
     result["goals"] = {
         "submit_le_120000": base["submit"] <= 120_000,
         "finalize_per_contributor_le_120000": per_contributor <= 120_000,
