@@ -19,7 +19,7 @@ import os
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
-from typing import BinaryIO
+from typing import Any, BinaryIO
 
 import httpx
 
@@ -207,6 +207,18 @@ def _verify_and_commit(part: Path, dest: Path, entry: VersionEntry) -> None:
     fsync_directory(dest.parent)
 
 
+def send(client: httpx.Client | None, method: str, url: str, **kwargs: Any) -> httpx.Response:
+    """One request on ``client`` (or on a client of its own); ``DownloadError`` if it fails."""
+    http = httpx.Client(timeout=DEFAULT_TIMEOUT) if client is None else client
+    try:
+        return http.request(method, url, **kwargs)
+    except httpx.HTTPError as exc:
+        raise DownloadError(f"{url}: {exc}") from exc
+    finally:
+        if client is None:
+            http.close()
+
+
 def fetch_version_log(
     base_url: str,
     *,
@@ -219,16 +231,8 @@ def fetch_version_log(
     The log is checked in a temporary file and returned detached from it (``path`` names
     a file that no longer exists; call ``save`` on a copy to keep it).
     """
-    own_client = client is None
-    http = httpx.Client(timeout=DEFAULT_TIMEOUT) if client is None else client
     url = f"{base_url.rstrip('/')}/versions"
-    try:
-        response = http.get(url)
-    except httpx.HTTPError as exc:
-        raise DownloadError(f"{url}: {exc}") from exc
-    finally:
-        if own_client:
-            http.close()
+    response = send(client, "GET", url)
     if response.status_code != 200:
         raise DownloadRefusedError(
             response.status_code, f"{url}: the server answered HTTP {response.status_code}"
@@ -249,4 +253,5 @@ __all__ = [
     "download_version",
     "fetch_version_log",
     "part_path",
+    "send",
 ]

@@ -42,7 +42,7 @@ from cotune.crypto.eip712 import (
     sign_typed_data,
 )
 from cotune.crypto.errors import SignatureError
-from cotune.dataset.client import DEFAULT_TIMEOUT, fetch_version_log
+from cotune.dataset.client import fetch_version_log, send
 from cotune.dataset.tokens import DuplicateLabelError, TokenStore
 from cotune.dataset.versions import SignedVersion, VersionLog
 
@@ -343,15 +343,7 @@ def buy_version(
 
 
 def _post_claim(url: str, claim: PurchaseClaim, client: httpx.Client | None) -> str:
-    own_client = client is None
-    http = httpx.Client(timeout=DEFAULT_TIMEOUT) if client is None else client
-    try:
-        response = http.post(f"{url}/purchases", json=claim.to_dict())
-    except httpx.HTTPError as exc:
-        raise PurchaseError(f"{url}/purchases: {exc}") from exc
-    finally:
-        if own_client:
-            http.close()
+    response = send(client, "POST", f"{url}/purchases", json=claim.to_dict())
     if response.status_code != 200:
         try:
             detail = str(response.json().get("detail", response.text))
