@@ -86,6 +86,7 @@ def test_demo_json() -> None:
     report = json.loads(result.stdout.strip().splitlines()[-1])
     assert report["ok"] is True
     assert all(report["checks"].values())
+    assert any(name.startswith("provenance verifies") for name in report["checks"])
     assert set(report) >= {"contributors", "eval_loss", "adapter_sha256", "gas", "seconds"}
     decisions = {c["name"]: c["decision"] for c in report["contributors"]}
     assert decisions == {

@@ -3,8 +3,11 @@
 An embedded chain, a temporary local store and a dev enclave. An owner opens a session;
 three contributors with different sub-domains and one poisoned contributor submit; the
 aggregator gates, trains, seals and finalizes, and slashes the poisoned one; every
-accepted contributor downloads. For the comparison table, a solo adapter per clean
-contributor is trained here too (outside the enclave: the demo holds everyone's data).
+accepted contributor downloads. The first contributor's data is a published dataset
+version: it submits with the publisher's signed entry, and the adapter's provenance
+is verified from the model tokens down to the publisher's signature. For the comparison
+table, a solo adapter per clean contributor is trained here too (outside the enclave:
+the demo holds everyone's data).
 """
 
 from __future__ import annotations
@@ -25,7 +28,11 @@ from cotune.chain.clients.coordinator import ContributionStatus
 from cotune.chain.connection import connect
 from cotune.chain.deployment import deploy_all
 from cotune.crypto.identity import Identity
+from cotune.dataset.bundle import init_bundle
+from cotune.dataset.provenance import DatasetClaim
+from cotune.dataset.versions import VERSION_LOG_NAME, VersionLog
 from cotune.sdk.client import Client, SessionOptions
+from cotune.sdk.provenance import verify_provenance
 from cotune.storage.local import LocalStore
 from cotune.training.data import load_dataset
 from cotune.training.evaluate import evaluate
@@ -149,10 +156,16 @@ def run_demo(
         stage("open", t)
 
         t = clock()
+        published = names[0]
+        notify(f"a publisher signs {published}'s data as version 1 of a dataset")
+        claim = _publish(work / "dataset", files[published], Identity.generate())
         for name in names:
             notify(f"{name} encrypts its data to the enclave, uploads and commits")
             submitted = clients[name].submit(
-                session_id, files[name], pinned_measurement=aggregator.measurement
+                session_id,
+                files[name],
+                pinned_measurement=aggregator.measurement,
+                dataset=claim if name == published else None,
             )
             result.gas[f"submit:{name}"] = submitted.tx.gas_used
         stage("submit", t)
@@ -192,6 +205,11 @@ def run_demo(
                 notify(f"{name} downloads and decrypts the adapter")
                 out = clients[name].download(session_id, work / "downloads" / name)
                 hashes[name] = tree_sha256(out)
+        provenance = verify_provenance(work / "downloads" / published, (chain, deployment, store))
+        notify(
+            "provenance: "
+            + "; ".join(f"{c.link} {'ok' if c.ok else 'FAILED'}" for c in provenance.checks)
+        )
         result.adapter_sha256 = hashes
         stage("download", t)
 
@@ -237,8 +255,29 @@ def run_demo(
             ),
             "joint adapter beats the base model": result.eval_loss["joint"]
             < result.eval_loss["base"],
+            "provenance verifies: tokens, session, contributions, dataset, publisher": (
+                provenance.ok and len(provenance.datasets) == 1
+            ),
         }
     return result
+
+
+def _publish(directory: Path, data: bytes, publisher: Identity) -> DatasetClaim:
+    """A one-version dataset bundle of ``data`` signed by ``publisher``; its claim."""
+    directory.mkdir(parents=True)
+    source = directory / "source.jsonl"
+    source.write_bytes(data)
+    bundle = init_bundle(
+        directory / "bundle",
+        source,
+        dataset_id="demo-notes",
+        name="Demo notes",
+        created_by=publisher.address,
+    )
+    signed = VersionLog.open(directory / "bundle" / VERSION_LOG_NAME).append(
+        bundle, publisher.account
+    )
+    return DatasetClaim(signed)
 
 
 def _gas(tx: Any) -> int:
