@@ -128,6 +128,18 @@ def test_buy_pays_once_and_the_token_downloads_only_that_scope(shop: Shop, tmp_p
     )
 
 
+def test_a_receipt_stays_redeemable_after_delisting(shop: Shop, tmp_path: Path) -> None:
+    _list(shop, 1)
+    buyer = shop.buyers[2]
+    first = buy_version(shop.url, 1, shop.market, buyer)
+    shop.market.delist("clinic-notes", 1)
+    again = buy_version(shop.url, 1, shop.market, buyer)
+    assert not again.paid and again.receipt_id == first.receipt_id
+    download_version(shop.url, 1, again.token, tmp_path / "v1.jsonl", again.entry)
+    with pytest.raises(PurchaseError, match="not on sale"):
+        buy_version(shop.url, 1, shop.market, shop.buyers[0])
+
+
 def test_nothing_is_paid_when_the_listing_is_missing_wrong_or_too_dear(shop: Shop) -> None:
     buyer = shop.buyers[1]
     before = shop.balance(buyer)

@@ -15,19 +15,12 @@ import torch
 from peft import PeftModel
 from training_helpers import lora_modules, to_examples
 
-from cotune.training.adapter import (
-    ADAPTER_FILES,
-    MANIFEST_FORMAT,
-    MANIFEST_NAME,
-    DatasetRecord,
-    build_manifest,
-    read_manifest,
-    save_adapter,
-)
+from cotune.training.adapter import ADAPTER_FILES, build_manifest, read_manifest, save_adapter
 from cotune.training.base_model import BaseModel
 from cotune.training.config import DEFAULT_TARGET_MODULES, LoraHyperparams
 from cotune.training.data import Example
 from cotune.training.evaluate import EvalResult, evaluate
+from cotune.training.manifest import MANIFEST_FORMAT, MANIFEST_NAME, DatasetRecord
 from cotune.training.synthetic import DemoData, domain_examples
 from cotune.training.trainer import attach_lora, balance_sources, detach_lora, train_lora
 

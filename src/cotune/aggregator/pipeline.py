@@ -42,11 +42,12 @@ from cotune.crypto.stream import encrypt_bytes
 from cotune.dataset.provenance import DatasetClaim, ProvenanceError, unwrap_submission
 from cotune.storage.base import BlobStore
 from cotune.storage.errors import StorageError
-from cotune.training.adapter import DatasetRecord, build_manifest, save_adapter
+from cotune.training.adapter import build_manifest, save_adapter
 from cotune.training.base_model import BaseModel, load_base
 from cotune.training.data import DatasetValidationError, load_dataset
 from cotune.training.evaluate import evaluate
 from cotune.training.gate import Decision, Reason, run_gate
+from cotune.training.manifest import DatasetRecord
 from cotune.training.trainer import StepCallback, balance_sources, detach_lora, train_lora
 
 FAULT_ENV = "COTUNE_FAULT_AT"

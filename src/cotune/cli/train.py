@@ -51,8 +51,9 @@ def train(
     as_json: bool = JsonOption,
 ) -> None:
     """Train one LoRA adapter on the union of DATA files; every file is validated first."""
-    from cotune.training.adapter import DatasetRecord, build_manifest, save_adapter
+    from cotune.training.adapter import build_manifest, save_adapter
     from cotune.training.evaluate import evaluate
+    from cotune.training.manifest import DatasetRecord
     from cotune.training.trainer import balance_sources, train_lora
 
     hp = hyperparams(

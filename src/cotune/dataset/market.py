@@ -318,16 +318,16 @@ def buy_version(
         raise PurchaseError(f"{url} publishes versions {sorted(entries)}, not {version}")
     publisher, dataset_id = signed.entry.publisher, signed.entry.dataset_id
     key = dataset_key(publisher, dataset_id)
+    market = market.as_account(buyer)
     listing = market.listing(key, version)
-    if not listing.active:
+    receipt = market.receipt_of(key, version, buyer.address)
+    if not listing.active and receipt == 0:  # a receipt stays redeemable after delisting
         raise PurchaseError(f"v{version} of {dataset_id} by {publisher} is not on sale")
     if listing.entry_hash != log.entry_hash(signed):
         raise PurchaseError(
             f"the market's listing of v{version} pins entry 0x{listing.entry_hash.hex()}, "
             f"but the signed log's v{version} is 0x{log.entry_hash(signed).hex()}: not buying"
         )
-    market = market.as_account(buyer)
-    receipt = market.receipt_of(key, version, buyer.address)
     tx_hash: str | None = None
     if receipt == 0:
         if max_price is not None and listing.price > max_price:

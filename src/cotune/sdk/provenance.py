@@ -37,7 +37,7 @@ from cotune.chain.connection import Chain
 from cotune.chain.deployment import Contracts, Deployment
 from cotune.dataset.provenance import DatasetClaim, ProvenanceError
 from cotune.storage.base import BlobStore
-from cotune.training.adapter import MANIFEST_NAME
+from cotune.training.manifest import MANIFEST_NAME
 
 
 @dataclass(frozen=True)

@@ -8,7 +8,6 @@ import shutil
 import tempfile
 import warnings
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
 from importlib.metadata import version
 from pathlib import Path
 from typing import Any
@@ -19,23 +18,9 @@ from cotune.common.atomic import fsync_directory
 from cotune.training.base_model import BaseModel
 from cotune.training.config import LoraHyperparams
 from cotune.training.evaluate import EvalResult
+from cotune.training.manifest import MANIFEST_FORMAT, MANIFEST_NAME, DatasetRecord
 
-MANIFEST_NAME = "cotune.json"
-MANIFEST_FORMAT = "cotune-adapter/1"
 ADAPTER_FILES = ("adapter_config.json", "adapter_model.safetensors", MANIFEST_NAME)
-
-
-@dataclass(frozen=True)
-class DatasetRecord:
-    """A dataset the adapter was trained on, by hash."""
-
-    name: str
-    sha256: str
-    examples: int
-
-    def to_dict(self) -> dict[str, Any]:
-        """Plain JSON-able form."""
-        return {"name": self.name, "sha256": self.sha256, "examples": self.examples}
 
 
 def library_versions() -> dict[str, str]:
