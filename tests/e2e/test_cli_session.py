@@ -2,11 +2,14 @@
 
 ``cotune devnet up`` (anvil), the aggregator as a daemon (``cotune aggregator run``),
 the owner and each contributor as separate ``cotune`` commands with their own
-keystores, and one shared storage directory.
+keystores, and one shared storage directory. One contributor submits a signed dataset
+version (``submit --dataset BUNDLE@1``); ``cotune provenance`` then traces the
+downloaded adapter back through its tokens and session to that version's publisher.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import signal
@@ -40,12 +43,29 @@ class Cli:
         self.env = env
 
     def __call__(self, *args: str, key: str | None = None) -> dict[str, object]:
+        return self.finish(self.start(*args, key=key))
+
+    def start(self, *args: str, key: str | None = None) -> subprocess.Popen[str]:
+        """Start ``cotune ARGS --json`` without waiting (for commands that may overlap)."""
         env = self.env | ({"COTUNE_KEY": key} if key else {})
-        done = subprocess.run(
-            [COTUNE, *args, "--json"], env=env, capture_output=True, text=True, timeout=180
+        return subprocess.Popen(
+            [COTUNE, *args, "--json"],
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
         )
-        assert done.returncode == 0, f"cotune {' '.join(args)}: {done.stderr}{done.stdout}"
-        payload: dict[str, object] = json.loads(done.stdout.strip().splitlines()[-1])
+
+    def finish(self, proc: subprocess.Popen[str]) -> dict[str, object]:
+        """Wait for a started command; it must succeed. Its last JSON line."""
+        try:
+            out, err = proc.communicate(timeout=180)
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+        assert proc.returncode == 0, f"{proc.args!r}: {err}{out}"
+        payload: dict[str, object] = json.loads(out.strip().splitlines()[-1])
         return payload
 
 
@@ -119,7 +139,17 @@ def test_a_session_across_processes(devnet_env: dict[str, str], tmp_path: Path) 
         stdout=log,
         stderr=subprocess.STDOUT,
     )
+    background: list[subprocess.Popen[str]] = []
     try:
+        # While the enclave starts: the owner, as a dataset publisher, signs alice's data as
+        # v1 of a dataset, then a v2, so v1 is not the bundle's head: alice names her file.
+        bundle = tmp_path / "alice-bundle"
+        v1 = cli("dataset", "init", str(bundle), "--from", str(files["alice"]),
+                 "--id", "alice-notes", "--name", "Alice's notes", key="owner")  # fmt: skip
+        v2_data = tmp_path / "alice-v2.jsonl"
+        v2_data.write_text("".join(files["alice"].read_text().splitlines(True)[1:]))
+        v2 = cli("dataset", "version", str(bundle), "--from", str(v2_data), key="owner")
+        assert (v1["version"], v2["version"]) == (1, 2)
         _wait_for(
             lambda: "measurement 0x" in (tmp_path / "aggregator.log").read_text(), 120, "enclave"
         )
@@ -155,10 +185,15 @@ def test_a_session_across_processes(devnet_env: dict[str, str], tmp_path: Path) 
         )
         session_id = str(opened["session_id"])
         for name in names[1:]:
+            claim = ["--dataset", f"{bundle}@1"] if name == "alice" else []
             submitted = cli(
-                "submit", session_id, str(files[name]), "--measurement", measurement, key=name
-            )
+                "submit", session_id, str(files[name]), *claim, "--measurement", measurement,
+                key=name,
+            )  # fmt: skip
             assert submitted["examples"] == 60
+            assert submitted["dataset"] == (
+                f"alice-notes v1 by {addresses['owner']}" if name == "alice" else None
+            )
 
         deployment = Deployment.load(Path(devnet_env["COTUNE_HOME"]) / "devnet/deployment.json")
         coordinator = Contracts.at(chain, deployment).coordinator
@@ -178,6 +213,14 @@ def test_a_session_across_processes(devnet_env: dict[str, str], tmp_path: Path) 
             mine = cli("session", "status", session_id, key=name)["you"]
             assert isinstance(mine, dict) and mine["status"] == "accepted"
         assert len(adapters) == 1
+
+        # Provenance of bob's copy, checked online (chain + storage) and offline in the
+        # background while the rest runs (claims change no status it checks).
+        adapter = tmp_path / "downloads" / "bob"
+        background += [
+            cli.start("provenance", str(adapter)),
+            cli.start("provenance", str(adapter), "--offline"),
+        ]
         health = httpx.get(f"{api}/health").json()
         assert health["enclave_registered"] is True and "no hardware guarantee" in health["warning"]
         report = httpx.get(f"{api}/sessions/{session_id}/report").json()
@@ -200,7 +243,40 @@ def test_a_session_across_processes(devnet_env: dict[str, str], tmp_path: Path) 
         assert cli("session", "status", second, key="bob")["state"] == "cancelled"
         refund = cli("session", "claim", second, key="bob")
         assert int(str(refund["claimed_wei"])) == ETHER // 10
+
+        # The provenance of the first session's adapter: model tokens -> session ->
+        # contributions -> alice's dataset v1, signed by its publisher.
+        online, offline = (cli.finish(proc) for proc in background)
+        expected = {
+            "contributor": addresses["alice"],
+            "dataset_id": "alice-notes",
+            "version": 1,
+            "publisher": addresses["owner"],
+            "manifest_hash": v1["manifest_hash"],
+            "artifact_sha256": hashlib.sha256(files["alice"].read_bytes()).hexdigest(),
+        }
+        assert online["ok"] is True and online["session_id"] == int(session_id)
+        checks = online["checks"]
+        assert isinstance(checks, list) and all(c["ok"] for c in checks), checks
+        assert [c["link"] for c in checks] == [
+            "session", "adapter", "adapter", "tokens", "contributions", "dataset",
+        ]  # fmt: skip
+        assert online["datasets"] == [expected]
+        tokens = online["tokens"]
+        assert isinstance(tokens, list) and len({t["token_id"] for t in tokens}) == 3
+        assert sorted(t["holder"] for t in tokens) == sorted(addresses[n] for n in names[1:])
+        assert offline["ok"] is True and offline["datasets"] == [expected]
+        offline_checks = offline["checks"]
+        assert isinstance(offline_checks, list)
+        assert [c["link"] for c in offline_checks] == ["dataset"]
+        assert offline["tokens"] == []
+        recorded = json.loads((adapter / "cotune.json").read_text())["provenance"]
+        assert [(p["contributor"], p["version"]) for p in recorded] == [(addresses["alice"], 1)]
     finally:
+        for proc in background:
+            if proc.poll() is None:
+                proc.kill()
+                proc.communicate()
         daemon.send_signal(signal.SIGTERM)
         daemon.wait(timeout=30)
         log.close()
