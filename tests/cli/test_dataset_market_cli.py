@@ -224,6 +224,10 @@ def test_sell_buy_rebuy_refuse_stop_withdraw(market: Market, tmp_path: Path) -> 
         late = market.start("dataset", "buy", url, "1", str(tmp_path / "dave.jsonl"), key="dave")
         withdrawn, _ = market.finish(market.start("dataset", "withdraw", "--json", key="publisher"))
         _, late_error = market.finish(late, ok=False)
+        # alice's receipt outlives the listing: she still redeems a token, paying nothing.
+        kept = market("dataset", "buy", url, "1", str(tmp_path / "alice-3.jsonl"), key="alice")
+        assert kept["paid"] is False and kept["receipt_id"] == first["receipt_id"]
+        assert (tmp_path / "alice-3.jsonl").read_bytes() == artifact
         assert "not on sale" in " ".join(late_error.split()), late_error
         assert market.chain.balance(address["dave"]) == dave_before
         assert not (tmp_path / "dave.jsonl").exists()
