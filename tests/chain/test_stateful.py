@@ -26,12 +26,12 @@ second, and anvil is told not to move its clock between blocks.
 
 from __future__ import annotations
 
-import threading
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 import pytest
+from chain_fixtures import in_fresh_thread
 from eth_account import Account
 from eth_account.signers.local import LocalAccount
 from eth_utils.crypto import keccak
@@ -1355,34 +1355,10 @@ def anvil_stage() -> Iterator[Stage]:
         proc.wait(timeout=20)
 
 
-def _in_fresh_thread(run: Callable[[], None]) -> None:
-    """Call ``run`` on a new thread; re-raise whatever it raised.
-
-    CPython 3.11 allocates its frame stack in chunks and unmaps a chunk as soon as the
-    call depth drops back below it. Under pytest's deep stack the EVM's hot loop sat on
-    such a boundary: a third of the run went to page faults (perf:
-    ``_PyThreadState_BumpFramePointerSlow``). A new thread starts at a shallow,
-    pytest-independent depth.
-    """
-    raised: list[BaseException] = []
-
-    def target() -> None:
-        try:
-            run()
-        except BaseException as exc:  # handed to the test's thread below
-            raised.append(exc)
-
-    thread = threading.Thread(target=target, name="state machine", daemon=True)
-    thread.start()
-    thread.join()
-    if raised:
-        raise raised[0]
-
-
 @pytest.mark.slow
 @pytest.mark.timeout(SHRINK_TIMEOUT_S)
 def test_coordinator_state_machine_embedded(embedded_stage: Stage) -> None:
-    _in_fresh_thread(
+    in_fresh_thread(
         lambda: run_state_machine_as_test(
             lambda: CoordinatorMachine(embedded_stage.fresh_chain(), embedded_stage.deployed),
             settings=EMBEDDED_SETTINGS,
@@ -1393,7 +1369,7 @@ def test_coordinator_state_machine_embedded(embedded_stage: Stage) -> None:
 @pytest.mark.slow
 @pytest.mark.timeout(SHRINK_TIMEOUT_S)
 def test_coordinator_state_machine_anvil(anvil_stage: Stage) -> None:
-    _in_fresh_thread(
+    in_fresh_thread(
         lambda: run_state_machine_as_test(
             lambda: CoordinatorMachine(anvil_stage.fresh_chain(), anvil_stage.deployed),
             settings=ANVIL_SETTINGS,
