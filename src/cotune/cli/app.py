@@ -31,6 +31,7 @@ app = typer.Typer(
     ),
     no_args_is_help=True,
     pretty_exceptions_enable=False,
+    rich_markup_mode="markdown",
 )
 app.add_typer(keys.app, name="keys")
 app.add_typer(devnet.app, name="devnet")

@@ -317,7 +317,7 @@ def get(
         ...,
         "--token",
         envvar="COTUNE_DATASET_TOKEN",
-        help="Member token [env: COTUNE_DATASET_TOKEN].",
+        help="Member token.",
     ),
     publisher: str | None = PublisherOption,
     as_json: bool = JsonOption,

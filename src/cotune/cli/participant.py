@@ -26,7 +26,7 @@ ChainOption = typer.Option(
     "http://127.0.0.1:8545",
     "--chain",
     envvar="COTUNE_CHAIN",
-    help="JSON-RPC URL of the chain (the devnet by default) [env: COTUNE_CHAIN].",
+    help="JSON-RPC URL of the chain (the devnet by default).",
 )
 DeploymentOption = typer.Option(
     None,
@@ -39,14 +39,14 @@ StorageOption = typer.Option(
     "--storage",
     envvar="COTUNE_STORAGE",
     help="Blob store: a directory, file:///path or s3://bucket/prefix "
-    "[default: $COTUNE_HOME/storage] [env: COTUNE_STORAGE].",
+    "[default: $COTUNE_HOME/storage].",
 )
 KeyOption = typer.Option(
     "default",
     "--key",
     envvar="COTUNE_KEY",
     help="Keystore to act as: a name in $COTUNE_HOME/keys or a path; unlocked with "
-    "$COTUNE_PASSPHRASE [env: COTUNE_KEY].",
+    "$COTUNE_PASSPHRASE.",
 )
 
 
