@@ -11,6 +11,7 @@ from pathlib import Path
 
 import httpx
 import pytest
+from cli_helpers import chat_jsonl
 from typer.testing import CliRunner
 
 from cotune.chain.devnet import free_port
@@ -18,15 +19,6 @@ from cotune.cli.app import app
 
 runner = CliRunner()
 ENV = {"COTUNE_PASSPHRASE": "publisher passphrase"}
-
-
-def _jsonl(path: Path, answers: list[str]) -> Path:
-    lines = [
-        {"messages": [{"role": "user", "content": f"q{i}"}, {"role": "assistant", "content": a}]}
-        for i, a in enumerate(answers)
-    ]
-    path.write_text("".join(json.dumps(line) + "\n" for line in lines))
-    return path
 
 
 def _invoke(*args: str) -> dict[str, object]:
@@ -46,13 +38,13 @@ def publisher(tmp_path: Path) -> str:
 def test_init_version_verify(tmp_path: Path, publisher: str) -> None:
     bundle = tmp_path / "bundle"
     v1 = _invoke(
-        "dataset", "init", str(bundle), "--from", str(_jsonl(tmp_path / "a.jsonl", ["x", "y"])),
+        "dataset", "init", str(bundle), "--from", str(chat_jsonl(tmp_path / "a.jsonl", ["x", "y"])),
         "--id", "clinic-notes", "--name", "Clinic notes", "--key", publisher,
     )  # fmt: skip
     assert v1["version"] == 1
     v2 = _invoke(
         "dataset", "version", str(bundle), "--from",
-        str(_jsonl(tmp_path / "b.jsonl", ["x", "y", "z"])), "--key", publisher,
+        str(chat_jsonl(tmp_path / "b.jsonl", ["x", "y", "z"])), "--key", publisher,
     )  # fmt: skip
     assert v2["version"] == 2 and v2["manifest_hash"] != v1["manifest_hash"]
     verified = _invoke("dataset", "verify", str(bundle))
@@ -64,7 +56,7 @@ def test_init_version_verify(tmp_path: Path, publisher: str) -> None:
 def test_a_tampered_artifact_fails_verify(tmp_path: Path, publisher: str) -> None:
     bundle = tmp_path / "bundle"
     _invoke(
-        "dataset", "init", str(bundle), "--from", str(_jsonl(tmp_path / "a.jsonl", ["x"])),
+        "dataset", "init", str(bundle), "--from", str(chat_jsonl(tmp_path / "a.jsonl", ["x"])),
         "--id", "d", "--name", "D", "--key", publisher,
     )  # fmt: skip
     artifact = bundle / "data.jsonl"
@@ -77,7 +69,7 @@ def test_a_tampered_artifact_fails_verify(tmp_path: Path, publisher: str) -> Non
 def test_another_publisher_is_refused(tmp_path: Path, publisher: str) -> None:
     bundle = tmp_path / "bundle"
     _invoke(
-        "dataset", "init", str(bundle), "--from", str(_jsonl(tmp_path / "a.jsonl", ["x"])),
+        "dataset", "init", str(bundle), "--from", str(chat_jsonl(tmp_path / "a.jsonl", ["x"])),
         "--id", "d", "--name", "D", "--key", publisher,
     )  # fmt: skip
     other = tmp_path / "other.json"
@@ -85,7 +77,7 @@ def test_another_publisher_is_refused(tmp_path: Path, publisher: str) -> None:
     result = runner.invoke(
         app,
         ["dataset", "version", str(bundle), "--from",
-         str(_jsonl(tmp_path / "b.jsonl", ["x", "y"])), "--key", str(other)],
+         str(chat_jsonl(tmp_path / "b.jsonl", ["x", "y"])), "--key", str(other)],
         env=ENV,
     )  # fmt: skip
     assert result.exit_code == 1
@@ -132,7 +124,7 @@ def test_anonymize_writes_placeholders_and_counts_only(tmp_path: Path) -> None:
 def test_publish_serve_admit_get_revoke(tmp_path: Path, publisher: str) -> None:
     bundle, root = tmp_path / "bundle", tmp_path / "server"
     _invoke(
-        "dataset", "init", str(bundle), "--from", str(_jsonl(tmp_path / "a.jsonl", ["x", "y"])),
+        "dataset", "init", str(bundle), "--from", str(chat_jsonl(tmp_path / "a.jsonl", ["x", "y"])),
         "--id", "d", "--name", "D", "--key", publisher,
     )  # fmt: skip
     _invoke("dataset", "publish", str(bundle), "--root", str(root))

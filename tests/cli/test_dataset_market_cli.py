@@ -21,6 +21,7 @@ from typing import Any, cast
 
 import httpx
 import pytest
+from cli_helpers import chat_jsonl
 
 from cotune.chain.clients.dataset_market import DatasetMarketClient, dataset_key
 from cotune.chain.connection import Chain, connect
@@ -114,15 +115,6 @@ def market(tmp_path: Path) -> Iterator[Market]:
         anvil.wait(timeout=30)
 
 
-def _jsonl(path: Path, answers: list[str]) -> Path:
-    lines = [
-        {"messages": [{"role": "user", "content": f"q{i}"}, {"role": "assistant", "content": a}]}
-        for i, a in enumerate(answers)
-    ]
-    path.write_text("".join(json.dumps(line) + "\n" for line in lines))
-    return path
-
-
 def _wait_for_server(url: str, server: subprocess.Popen[str]) -> None:
     deadline = time.monotonic() + 60
     while True:
@@ -145,7 +137,7 @@ def test_sell_buy_rebuy_refuse_stop_withdraw(market: Market, tmp_path: Path) -> 
         address = {name: market.keystore(name) for name in NAMES}
 
         market("dataset", "init", str(bundle), "--from",
-               str(_jsonl(tmp_path / "a.jsonl", ["x", "y"])), "--id", DATASET_ID,
+               str(chat_jsonl(tmp_path / "a.jsonl", ["x", "y"])), "--id", DATASET_ID,
                "--name", "Clinic notes", key="publisher")  # fmt: skip
         publishing = market.start("dataset", "publish", str(bundle), "--root", str(root), "--json")
         selling = market.start("dataset", "sell", str(bundle), "--version", "1",

@@ -327,10 +327,9 @@ def get(
 
     with friendly_errors():
         log = fetch_version_log(url, expected_publisher=publisher)
-        entries = {e.entry.version: e for e in log.entries}
-        if version_number not in entries:
-            raise LookupError(f"{url} publishes versions {sorted(entries)}, not {version_number}")
-        expected = entries[version_number]
+        expected = log.get(version_number)
+        if expected is None:
+            raise LookupError(f"{url} publishes versions {log.numbers}, not {version_number}")
         _download(url, expected, token, out, as_json)
     digest = expected.entry.artifact_sha256.hex()
     if as_json:
@@ -378,10 +377,9 @@ def sell(
     with friendly_errors():
         log = VersionLog.load(_log_path(bundle))
         log.verify()
-        entries = {e.entry.version: e for e in log.entries}
-        if version_number not in entries:
-            raise LookupError(f"{bundle} has versions {sorted(entries)}, not {version_number}")
-        signed = entries[version_number]
+        signed = log.get(version_number)
+        if signed is None:
+            raise LookupError(f"{bundle} has versions {log.numbers}, not {version_number}")
         identity = load_identity(key)
         if identity.address != signed.entry.publisher:
             fail(

@@ -73,31 +73,36 @@ def _print_report(result: DemoResult) -> None:
         people.add_row(c["name"], c["decision"], c["reason"], score, str(c["weight"]))
     console.print(people)
 
-    losses = Table(title="Eval loss on the owner's held-out set (lower is better)")
-    losses.add_column("model")
-    losses.add_column("loss", justify="right")
-    losses.add_row("base", f"{result.eval_loss['base']:.4f}")
-    for name, loss in result.eval_loss["solo"].items():
-        losses.add_row(f"solo: {name}", f"{loss:.4f}")
-    losses.add_row("[bold]joint[/]", f"[bold]{result.eval_loss['joint']:.4f}[/]")
-    console.print(losses)
-
-    costs = Table(title="Gas per transaction")
-    costs.add_column("transaction")
-    costs.add_column("gas", justify="right")
-    for name, gas in result.gas.items():
-        costs.add_row(name, f"{gas:,}")
-    console.print(costs)
-
-    timing = Table(title="Seconds per stage")
-    timing.add_column("stage")
-    timing.add_column("seconds", justify="right")
-    for name, seconds in result.seconds.items():
-        timing.add_row(name, f"{seconds:.2f}")
-    console.print(timing)
+    solo = [(f"solo: {name}", f"{loss:.4f}") for name, loss in result.eval_loss["solo"].items()]
+    joint = ("[bold]joint[/]", f"[bold]{result.eval_loss['joint']:.4f}[/]")
+    _two_columns(
+        "Eval loss on the owner's held-out set (lower is better)",
+        ("model", "loss"),
+        [("base", f"{result.eval_loss['base']:.4f}"), *solo, joint],
+    )
+    _two_columns(
+        "Gas per transaction",
+        ("transaction", "gas"),
+        [(name, f"{gas:,}") for name, gas in result.gas.items()],
+    )
+    _two_columns(
+        "Seconds per stage",
+        ("stage", "seconds"),
+        [(name, f"{seconds:.2f}") for name, seconds in result.seconds.items()],
+    )
 
     digest = next(iter(result.adapter_sha256.values()), "")
     console.print(f"adapter sha256 (every accepted contributor): {digest}")
     for name, ok in result.checks.items():
         console.print(f"{'[green]✓[/]' if ok else '[red]✗[/]'} {name}")
     console.print("[bold green]ok[/]" if result.ok else "[bold red]FAILED[/]")
+
+
+def _two_columns(title: str, columns: tuple[str, str], rows: list[tuple[str, str]]) -> None:
+    """Print a table of names and right-aligned values."""
+    table = Table(title=title)
+    table.add_column(columns[0])
+    table.add_column(columns[1], justify="right")
+    for row in rows:
+        table.add_row(*row)
+    console.print(table)

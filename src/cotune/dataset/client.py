@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import hashlib
 import os
-import tempfile
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, BinaryIO
@@ -228,8 +227,8 @@ def fetch_version_log(
 ) -> VersionLog:
     """``GET /versions`` and verify it offline (see :meth:`VersionLog.verify`); return the log.
 
-    The log is checked in a temporary file and returned detached from it (``path`` names
-    a file that no longer exists; call ``save`` on a copy to keep it).
+    The log is parsed from the response in memory: its ``path`` is the bare file name
+    ``versions.json`` (call ``save`` on a copy with a real path to keep it).
     """
     url = f"{base_url.rstrip('/')}/versions"
     response = send(client, "GET", url)
@@ -237,10 +236,7 @@ def fetch_version_log(
         raise DownloadRefusedError(
             response.status_code, f"{url}: the server answered HTTP {response.status_code}"
         )
-    with tempfile.TemporaryDirectory() as scratch:
-        path = Path(scratch) / VERSION_LOG_NAME
-        path.write_bytes(response.content)
-        log = VersionLog.load(path)
+    log = VersionLog.parse(response.content, Path(VERSION_LOG_NAME))
     log.verify(expected_publisher, known_head=known_head)
     return log
 

@@ -34,6 +34,7 @@ from eth_account.signers.local import LocalAccount
 from eth_utils.address import is_address, to_checksum_address
 from eth_utils.exceptions import ValidationError as EthKeysValidationError
 
+from cotune.chain.clients.dataset_market import dataset_key
 from cotune.common.errors import CotuneError
 from cotune.crypto.eip712 import (
     Eip712Domain,
@@ -209,8 +210,6 @@ class SalesDesk:
 
     def info(self, log: VersionLog) -> dict[str, Any]:
         """What a buyer needs to pay: chain, market, dataset key and each version's price."""
-        from cotune.chain.clients.dataset_market import dataset_key
-
         head = _head(log)
         key = dataset_key(head.entry.publisher, head.entry.dataset_id)
         with self._chain_lock:
@@ -230,14 +229,12 @@ class SalesDesk:
 
     def redeem(self, claim: PurchaseClaim, log: VersionLog) -> IssuedToken:
         """Mint a token for a valid, fresh, paid-for claim, or raise :class:`ClaimRejectedError`."""
-        from cotune.chain.clients.dataset_market import dataset_key
-
         head = _head(log)
         if claim.dataset_id != head.entry.dataset_id:
             raise ClaimRejectedError(
                 400, f"this server sells {head.entry.dataset_id!r}, not {claim.dataset_id!r}"
             )
-        signed = {s.entry.version: s for s in log.entries}.get(claim.version)
+        signed = log.get(claim.version)
         if signed is None:
             raise ClaimRejectedError(404, f"v{claim.version} is not published")
         now = int(self._clock())
@@ -308,14 +305,11 @@ def buy_version(
     above ``max_price``; ``ClaimRejectedError`` when the server refuses the claim (the
     receipt stays on chain: run again to redeem a new claim without paying again).
     """
-    from cotune.chain.clients.dataset_market import dataset_key
-
     url = base_url.rstrip("/")
     log = fetch_version_log(url, expected_publisher=expected_publisher, client=client)
-    entries = {s.entry.version: s for s in log.entries}
-    signed = entries.get(version)
+    signed = log.get(version)
     if signed is None:
-        raise PurchaseError(f"{url} publishes versions {sorted(entries)}, not {version}")
+        raise PurchaseError(f"{url} publishes versions {log.numbers}, not {version}")
     publisher, dataset_id = signed.entry.publisher, signed.entry.dataset_id
     key = dataset_key(publisher, dataset_id)
     market = market.as_account(buyer)

@@ -122,10 +122,9 @@ def resolve_dataset(reference: str) -> tuple[DatasetClaim, Path | None]:
     else:
         log = VersionLog.load(Path(source) / VERSION_LOG_NAME)
         log.verify()
-    entries = {s.entry.version: s for s in log.entries}
-    if version not in entries:
-        raise ProvenanceError(f"--dataset {reference!r}: the log has versions {sorted(entries)}")
-    signed = entries[version]
+    signed = log.get(version)
+    if signed is None:
+        raise ProvenanceError(f"--dataset {reference!r}: the log has versions {log.numbers}")
     artifact = None
     if not remote and log.head == signed:
         artifact = load_bundle(Path(source), validate=False).artifact_path

@@ -39,7 +39,7 @@ import os
 import re
 import threading
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Annotated, Any, BinaryIO
 
@@ -191,16 +191,10 @@ class _LogCache:
         self._lock = threading.Lock()
         self._stamp: tuple[int, int, int] | None = None
         self._data = b""
-        self._log: VersionLog | None = None
-        self._by_version: dict[int, SignedVersion] = {}
+        self._log = VersionLog(path)
 
-    def log(self) -> VersionLog:
-        """The parsed log (404 when nothing is published)."""
-        self.get()
-        assert self._log is not None  # get() raised or loaded it
-        return self._log
-
-    def get(self) -> tuple[bytes, dict[int, SignedVersion]]:
+    def get(self) -> tuple[bytes, VersionLog]:
+        """The log file's bytes and the parsed log (404 when nothing is published)."""
         with self._lock:
             try:
                 status = self._path.stat()
@@ -210,16 +204,13 @@ class _LogCache:
             if stamp != self._stamp:
                 data = self._path.read_bytes()
                 try:
-                    log = VersionLog.load(self._path)
+                    log = VersionLog.parse(data, self._path)
                 except LogFormatError as exc:
                     raise HTTPException(status_code=500, detail="the version log is broken") from (
                         exc
                     )
-                self._data = data
-                self._log = log
-                self._by_version = {v.entry.version: v for v in log.entries}
-                self._stamp = stamp
-            return self._data, self._by_version
+                self._data, self._log, self._stamp = data, log, stamp
+            return self._data, self._log
 
 
 def create_dataset_app(root: Path, tokens: TokenStore, sales: SalesDesk | None = None) -> FastAPI:
@@ -237,41 +228,36 @@ def create_dataset_app(root: Path, tokens: TokenStore, sales: SalesDesk | None =
         data, _ = logs.get()
         return Response(content=data, media_type="application/json")
 
-    @app.get("/market")
-    def market() -> dict[str, Any]:
-        """Where and for how much each version is sold (404 when this server does not sell)."""
+    def desk() -> SalesDesk:
         if sales is None:
             raise HTTPException(
                 status_code=404, detail="this server does not sell through a market"
             )
+        return sales
+
+    @app.get("/market")
+    def market() -> dict[str, Any]:
+        """Where and for how much each version is sold (404 when this server does not sell)."""
+        selling = desk()
         try:
-            return sales.info(logs.log())
+            return selling.info(logs.get()[1])
         except (ChainError, OSError) as exc:
             raise HTTPException(status_code=503, detail=f"cannot read the market: {exc}") from None
 
     @app.post("/purchases")
     def purchases(body: Annotated[dict[str, Any], Body()]) -> dict[str, Any]:
         """Redeem a signed purchase claim for a member token scoped to the version bought."""
-        if sales is None:
-            raise HTTPException(
-                status_code=404, detail="this server does not sell through a market"
-            )
+        selling = desk()
         try:
             claim = PurchaseClaim.from_dict(body)
         except ValueError as exc:
             raise HTTPException(status_code=400, detail=f"malformed claim: {exc}") from None
         try:
-            issued = sales.redeem(claim, logs.log())
+            return asdict(selling.redeem(claim, logs.get()[1]))
         except ClaimRejectedError as exc:
             raise HTTPException(status_code=exc.status, detail=str(exc)) from None
         except (ChainError, OSError) as exc:
             raise HTTPException(status_code=503, detail=f"cannot read the market: {exc}") from None
-        return {
-            "token": issued.token,
-            "label": issued.label,
-            "version": issued.version,
-            "receipt_id": issued.receipt_id,
-        }
 
     @app.get("/versions/{version}/artifact")
     def artifact(
@@ -296,8 +282,7 @@ def create_dataset_app(root: Path, tokens: TokenStore, sales: SalesDesk | None =
             raise HTTPException(
                 status_code=403, detail=f"this token does not cover v{version}"
             ) from None
-        _, by_version = logs.get()
-        signed = by_version.get(version)
+        signed = logs.get()[1].get(version)
         if signed is None:
             raise HTTPException(status_code=404, detail=f"v{version} is not published")
         sha_hex = signed.entry.artifact_sha256.hex()

@@ -398,9 +398,16 @@ class VersionLog:
         """Read a log file; ``LogFormatError`` if it is missing or malformed (nothing verified)."""
         path = Path(path)
         try:
-            raw = json.loads(path.read_bytes())
+            data = path.read_bytes()
         except OSError as exc:
             raise LogFormatError(f"cannot read version log {path}: {exc.strerror or exc}") from None
+        return cls.parse(data, path)
+
+    @classmethod
+    def parse(cls, data: bytes, path: Path) -> VersionLog:
+        """A log from its file's bytes, as :meth:`load` reads them (``path``: where it lives)."""
+        try:
+            raw = json.loads(data)
         except (ValueError, RecursionError) as exc:
             raise LogFormatError(f"{path} is not JSON: {exc}") from None
         try:
@@ -457,6 +464,15 @@ class VersionLog:
     def head(self) -> SignedVersion | None:
         """The latest entry (unverified), or ``None`` for an empty log."""
         return self._versions[-1] if self._versions else None
+
+    def get(self, version: int) -> SignedVersion | None:
+        """The entry numbered ``version`` (unverified), or ``None``."""
+        return next((v for v in self._versions if v.entry.version == version), None)
+
+    @property
+    def numbers(self) -> list[int]:
+        """The version numbers in the log, in log order."""
+        return [v.entry.version for v in self._versions]
 
     def __len__(self) -> int:
         return len(self._versions)
