@@ -7,11 +7,11 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 import torch
-from torch.nn import functional
 
 from cotune.training.base_model import BaseModel
 from cotune.training.data import Example
-from cotune.training.encoding import IGNORE_INDEX, Encoded, collate, encode_all
+from cotune.training.encoding import Encoded, collate, encode_all
+from cotune.training.forward import token_loss
 
 
 @dataclass(frozen=True)
@@ -66,19 +66,9 @@ def evaluate_encoded(
     try:
         for start in range(0, len(encoded), batch_size):
             batch = collate([[e] for e in encoded[start : start + batch_size]], base.pad_id)
-            logits = net(
-                input_ids=batch.input_ids.to(base.device),
-                attention_mask=batch.attention_mask.to(base.device),
-            ).logits.float()
-            labels = batch.labels.to(base.device)[:, 1:]
-            losses = functional.cross_entropy(
-                logits[:, :-1].reshape(-1, logits.shape[-1]),
-                labels.reshape(-1),
-                ignore_index=IGNORE_INDEX,
-                reduction="sum",
-            )
+            losses, tokens = token_loss(net, batch, base.device, reduction="sum")
             total += float(losses)
-            count += int((labels != IGNORE_INDEX).sum())
+            count += tokens
     finally:
         net.train(was_training)
     loss = total / count
