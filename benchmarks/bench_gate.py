@@ -18,9 +18,12 @@ union of the accepted contributors (the ratio is what the gate adds to a session
 which contributors it rejected. The machine is shared: with two torch threads on two busy
 cores, one waits on the other and the same run can take up to 50 times as long, so torch
 runs on one thread (``--threads``, default 1). A two-step warm-up run precedes both
-timings. Wall times stay noisy, so the ratio of optimisation steps (all probes' over the
-joint run's, same batch size) is reported beside it: it ignores the gate's evaluations, so it is a
-lower bound. Eval losses on the demo eval set: the base model, each session's joint
+timings, the gate and the joint run alternate ``--repeats`` times (default 3), and the
+best time of each is kept (every run's time is reported). Gate and training are
+deterministic, so every repeat makes the same decisions and the same adapter. The ratio
+of optimisation steps (all probes' over the joint run's, same batch size) is reported
+beside it: it ignores the gate's evaluations and set-up, so it is a lower bound that no
+busy machine moves. Eval losses on the demo eval set: the base model, each session's joint
 adapter, and a solo adapter per clean contributor (trained alone with the same
 hyperparameters as the joint one). Both times are taken in the same run, on the same
 shared machine, a few seconds apart.
@@ -95,6 +98,9 @@ def main() -> None:
     parser.add_argument("--poison", choices=sorted(POISONS), default="off_domain")
     parser.add_argument("--sizes", default="3,10", help="sessions to run: 3, 10 or both")
     parser.add_argument("--no-solo", action="store_true", help="skip the solo adapters")
+    parser.add_argument(
+        "--repeats", type=int, default=3, help="gate and joint runs per session (best kept)"
+    )
     parser.add_argument("--threads", type=int, default=1, help="torch CPU threads (default 1)")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
@@ -128,9 +134,19 @@ def main() -> None:
     poison_total = poison_rejected = clean_rejected = 0
     for size in sizes:
         contributions = [(name, _jsonl(records)) for name, records in sessions[size].items()]
-        start = time.perf_counter()
-        report = run_gate(base, contributions, eval_set, rules)
-        gate_s = time.perf_counter() - start
+        gate_times: list[float] = []
+        train_times: list[float] = []
+        steps, loss = 0, None
+        for _ in range(args.repeats):
+            start = time.perf_counter()
+            report = run_gate(base, contributions, eval_set, rules)
+            gate_times.append(time.perf_counter() - start)
+            union = [e for d in report.accepted for e in report.accepted_examples[d.contributor]]
+            if not union:
+                break
+            train_s, steps, loss = _train_and_eval(base, union, eval_set, hp)
+            train_times.append(train_s)
+        gate_s = min(gate_times)
         probe_steps = sum(d.evidence.get("probe_steps", 0) for d in report.decisions)
         for decision in report.decisions:
             if decision.contributor.startswith("poison_"):
@@ -138,19 +154,20 @@ def main() -> None:
                 poison_rejected += not decision.accepted
             else:
                 clean_rejected += not decision.accepted
-        union = [e for d in report.accepted for e in report.accepted_examples[d.contributor]]
-        train_s, steps, loss = (
-            _train_and_eval(base, union, eval_set, hp) if union else (0.0, 0, None)
-        )
+        train_s = min(train_times, default=0.0)
         joint[str(size)] = None if loss is None else round(loss, 4)
         ratio[str(size)] = round(gate_s / train_s, 3) if train_s else float("inf")
         ratio_steps[str(size)] = round(probe_steps / steps, 3) if steps else float("inf")
         details[str(size)] = {
-            "gate_s": round(gate_s, 2),
-            "train_s": round(train_s, 2),
+            "gate_s": round(gate_s, 3),
+            "train_s": round(train_s, 3),
+            "gate_s_runs": [round(t, 3) for t in gate_times],
+            "train_s_runs": [round(t, 3) for t in train_times],
             "probe_steps": probe_steps,
             "train_steps": steps,
-            "accepted_examples": len(union),
+            "accepted_examples": sum(
+                len(report.accepted_examples[d.contributor]) for d in report.accepted
+            ),
             "decisions": {
                 d.contributor: {
                     "reason": d.reason.name.lower(),

@@ -102,7 +102,7 @@ def test_every_clean_contributor_is_accepted(demo_gate: GateRun) -> None:
 @pytest.mark.parametrize(
     ("poison", "reasons"),
     [
-        ("random_text", {Reason.BELOW_FLOOR, Reason.OUTLIER}),
+        ("random_text", {Reason.UNINTELLIGIBLE}),
         ("off_domain", {Reason.BELOW_FLOOR, Reason.OUTLIER}),
         ("duplicated_spam", {Reason.DUPLICATES}),
         ("shuffled_answers", {Reason.CONTRADICTIONS}),
@@ -130,8 +130,14 @@ def test_the_rejections_carry_their_evidence(demo_gate: GateRun) -> None:
     invalid = demo_gate.decision("invalid").evidence
     assert (invalid["invalid_lines"], invalid["examples"]) == (1, 60)
     assert demo_gate.decision("too_few").evidence["examples"] == 12
-    for name in ("random_text", "off_domain"):
-        assert demo_gate.decision(name).evidence["score"] < RULES.score_floor
+    assert demo_gate.decision("off_domain").evidence["score"] < RULES.score_floor
+    random_text = demo_gate.decision("random_text")
+    assert random_text.evidence["data_loss_ratio"] > RULES.max_data_loss_ratio
+    assert random_text.evidence["data_loss"] == pytest.approx(
+        random_text.evidence["data_loss_ratio"] * random_text.evidence["base_eval_loss"], rel=1e-4
+    )
+    assert random_text.score is None  # not scored: it cannot sway the outlier test
+    assert "probe_eval_loss" not in random_text.evidence
 
 
 def test_clean_evidence_is_clean(demo_gate: GateRun, demo: DemoData) -> None:
@@ -150,6 +156,7 @@ def test_clean_evidence_is_clean(demo_gate: GateRun, demo: DemoData) -> None:
         assert evidence["probe_steps"] == probe.max_steps
         assert 0 < evidence["probe_tokens"] <= RULES.probe_token_budget
         assert evidence["probe_eval_loss"] < evidence["base_eval_loss"]
+        assert evidence["data_loss_ratio"] <= RULES.max_data_loss_ratio
 
 
 def test_weights_share_one_million_among_the_accepted(demo_gate: GateRun) -> None:
@@ -355,9 +362,11 @@ def test_equal_rules_have_equal_hashes() -> None:
 
 
 def test_probe_hyperparams_follow_the_rules() -> None:
-    rules = GateRules(probe_rank=4, probe_fraction=0.5, probe_learning_rate=1e-3, seed=3)
+    rules = GateRules(
+        probe_rank=4, probe_fraction=0.5, probe_learning_rate=1e-3, probe_last_layers=2, seed=3
+    )
     assert rules.probe_hyperparams(examples=112) == LoraHyperparams(
-        rank=4, alpha=8, learning_rate=1e-3, max_steps=7, warmup_steps=1, seed=3
+        rank=4, alpha=8, learning_rate=1e-3, max_steps=7, warmup_steps=1, last_layers=2, seed=3
     )
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 from collections import Counter
@@ -279,6 +280,69 @@ def test_balance_sources_of_nothing() -> None:
 # ---- LoraHyperparams ---------------------------------------------------------------------
 
 
+def lora_weights(model: PeftModel) -> dict[str, torch.Tensor]:
+    return {n: p.detach().clone() for n, p in model.named_parameters() if "lora_" in n}
+
+
+def test_a_reused_adapter_trains_exactly_like_a_fresh_one(base: BaseModel, clinic: Clinic) -> None:
+    hp = LoraHyperparams(max_steps=3, seed=4)
+    fresh = train_lora(base, clinic.train[:40], hp)
+    try:
+        expected = lora_weights(fresh.model)
+        other = train_lora(
+            base, clinic.train[40:80], dataclasses.replace(hp, seed=9), adapter=fresh.model
+        )
+        assert other.model is fresh.model
+        again = train_lora(base, clinic.train[:40], hp, adapter=fresh.model)
+        got = lora_weights(again.model)
+        assert got.keys() == expected.keys()
+        assert all(torch.equal(got[name], expected[name]) for name in expected)
+        assert (again.first_loss, again.final_loss) == (fresh.first_loss, fresh.final_loss)
+    finally:
+        detach_lora(fresh.model)
+
+
+def test_an_adapter_of_another_shape_is_refused(base: BaseModel, clinic: Clinic) -> None:
+    result = train_lora(base, clinic.train[:16], LoraHyperparams(max_steps=1))
+    try:
+        with pytest.raises(ValueError, match="another LoRA shape"):
+            train_lora(
+                base, clinic.train[:16], LoraHyperparams(max_steps=1, rank=4), adapter=result.model
+            )
+        with pytest.raises(ValueError, match="another LoRA shape"):
+            train_lora(
+                base,
+                clinic.train[:16],
+                LoraHyperparams(max_steps=1, last_layers=1),
+                adapter=result.model,
+            )
+    finally:
+        detach_lora(result.model)
+
+
+def test_last_layers_puts_lora_on_the_last_layers_only(base: BaseModel, clinic: Clinic) -> None:
+    layers = base.model.config.num_hidden_layers
+    result = train_lora(base, clinic.train[:16], LoraHyperparams(max_steps=1, last_layers=1))
+    try:
+        names = lora_modules(base.model)
+        assert names
+        assert all(f".layers.{layers - 1}." in name for name in names)
+    finally:
+        detach_lora(result.model)
+    with pytest.raises(ValueError, match=f"the base model has {layers} layers"):
+        train_lora(base, clinic.train[:16], LoraHyperparams(max_steps=1, last_layers=layers + 1))
+    assert lora_modules(base.model) == []
+
+
+def test_the_first_loss_is_the_base_models_own(base: BaseModel, clinic: Clinic) -> None:
+    """The adapter starts as a no-op, so step 1's loss is the base model's on that batch."""
+    examples = clinic.train[:12]
+    result = train_lora(base, examples, LoraHyperparams(max_steps=2, batch_size=len(examples)))
+    detach_lora(result.model)
+    assert result.first_loss == pytest.approx(evaluate(base, examples).loss, rel=1e-5)
+    assert result.final_loss < result.first_loss
+
+
 @pytest.mark.parametrize(
     ("changes", "message"),
     [
@@ -293,6 +357,7 @@ def test_balance_sources_of_nothing() -> None:
         ({"batch_size": 0}, "batch_size must be >= 1 and seq_len >= 8"),
         ({"seq_len": 7}, "batch_size must be >= 1 and seq_len >= 8"),
         ({"warmup_steps": -1}, "warmup_steps must be >= 0, got -1"),
+        ({"last_layers": -1}, "last_layers must be >= 0, got -1"),
     ],
 )
 def test_hyperparams_validation(changes: dict[str, Any], message: str) -> None:

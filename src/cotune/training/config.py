@@ -34,6 +34,8 @@ class LoraHyperparams:
     seq_len: int = 256
     seed: int = 0
     warmup_steps: int = 5
+    last_layers: int = 0
+    """LoRA on the model's last ``last_layers`` decoder layers only; 0: on every layer."""
 
     def __post_init__(self) -> None:
         problems = []
@@ -53,6 +55,8 @@ class LoraHyperparams:
             problems.append(f"max_steps must be >= 1 when set, got {self.max_steps}")
         if self.batch_size < 1 or self.seq_len < 8:
             problems.append("batch_size must be >= 1 and seq_len >= 8")
+        if self.last_layers < 0:
+            problems.append(f"last_layers must be >= 0, got {self.last_layers}")
         if self.warmup_steps < 0:
             problems.append(f"warmup_steps must be >= 0, got {self.warmup_steps}")
         if problems:

@@ -7,7 +7,11 @@ different answer, within a contribution or against the owner's eval set). Then a
 usefulness probe: a small LoRA per contributor on a bounded token budget, scored on
 the owner's held-out eval set as the drop in eval loss from the base model. The
 decision applies the session's ``GateRules``: an absolute floor and a robust outlier
-test (below median - k * spread of the contributors' scores).
+test (below median - k * spread of the contributors' scores). The probe's first step
+also measures how predictable the data is to the base model: data far less predictable
+than the eval set (``max_data_loss_ratio``; random characters score about twice the
+eval loss, real data of any sub-domain within a quarter of it) is rejected as
+unintelligible without being scored, so it cannot sway the outlier test either.
 """
 
 from __future__ import annotations
@@ -20,6 +24,8 @@ from collections import Counter, defaultdict
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
+
+from peft import PeftModel
 
 from cotune.training.base_model import BaseModel
 from cotune.training.config import LoraHyperparams
@@ -186,28 +192,42 @@ def run_gate(
         verdicts[contributor] = _structural_reason(evidence[contributor], rules)
 
     scores: dict[str, float] = {}
-    for contributor, _ in contributions:
-        if verdicts[contributor] is not Reason.ACCEPTED:
-            continue
-        notify(contributor, "probe")
-        examples = parsed[contributor]
-        hp = rules.probe_hyperparams(len(examples))
-        # The probe sees a seeded sample of what it has the steps for; encoding the rest
-        # would cost more than the probe's training on a large contribution.
-        wanted = (hp.max_steps or 1) * hp.batch_size
-        sample = random.Random(rules.seed).sample(examples, min(wanted, len(examples)))
-        result = train_lora(base, sample, hp, token_budget=rules.probe_token_budget)
-        try:
-            probe = evaluate_encoded(base, eval_encoded, model=result.model)
-        finally:
-            detach_lora(result.model)
-        scores[contributor] = base_eval.loss - probe.loss
-        evidence[contributor] |= {
-            "probe_steps": result.steps,
-            "probe_tokens": result.tokens,
-            "probe_eval_loss": round(probe.loss, 6),
-            "score": round(scores[contributor], 6),
-        }
+    adapter: PeftModel | None = None  # one set of LoRA layers, re-initialised per probe
+    try:
+        for contributor, _ in contributions:
+            if verdicts[contributor] is not Reason.ACCEPTED:
+                continue
+            notify(contributor, "probe")
+            examples = parsed[contributor]
+            hp = rules.probe_hyperparams(len(examples))
+            # The probe sees a seeded sample of what it has the steps for; encoding the
+            # rest would cost more than the probe's training on a large contribution.
+            wanted = (hp.max_steps or 1) * hp.batch_size
+            sample = random.Random(rules.seed).sample(examples, min(wanted, len(examples)))
+            result = train_lora(
+                base, sample, hp, token_budget=rules.probe_token_budget, adapter=adapter
+            )
+            adapter = result.model
+            # The first step ran the base model alone on the contribution's first batch.
+            data_loss_ratio = result.first_loss / base_eval.loss
+            evidence[contributor] |= {
+                "probe_steps": result.steps,
+                "probe_tokens": result.tokens,
+                "data_loss": round(result.first_loss, 6),
+                "data_loss_ratio": round(data_loss_ratio, 6),
+            }
+            if data_loss_ratio > rules.max_data_loss_ratio:
+                verdicts[contributor] = Reason.UNINTELLIGIBLE
+                continue
+            probe = evaluate_encoded(base, eval_encoded, model=adapter)
+            scores[contributor] = base_eval.loss - probe.loss
+            evidence[contributor] |= {
+                "probe_eval_loss": round(probe.loss, 6),
+                "score": round(scores[contributor], 6),
+            }
+    finally:
+        if adapter is not None:
+            detach_lora(adapter)
 
     threshold, score_verdicts = judge_scores(scores, rules)
     for contributor, reason in score_verdicts.items():

@@ -34,6 +34,8 @@ class Reason(IntEnum):
     """Set by the aggregator: the ciphertext could not be fetched, verified or decrypted."""
     PROVENANCE = 9
     """Set by the aggregator: the dataset claim inside the submission does not hold."""
+    UNINTELLIGIBLE = 10
+    """The base model finds the data far less predictable than the eval set (random text)."""
 
 
 @dataclass(frozen=True)
@@ -46,14 +48,16 @@ class GateRules:
     max_cross_duplicate_rate: float = 0.5
     max_contradiction_rate: float = 0.2
     min_contradiction_checks: int = 5
-    score_floor: float = 0.25
+    score_floor: float = 0.1
     outlier_k: float = 2.0
     min_relative_spread: float = 0.2
+    max_data_loss_ratio: float = 1.75
     probe_fraction: float = 0.25
     probe_min_steps: int = 4
     probe_token_budget: int = 60_000
     probe_learning_rate: float = 1e-2
     probe_rank: int = 8
+    probe_last_layers: int = 1
     seed: int = 0
 
     def __post_init__(self) -> None:
@@ -100,5 +104,6 @@ class GateRules:
             learning_rate=self.probe_learning_rate,
             max_steps=steps,
             warmup_steps=1,
+            last_layers=self.probe_last_layers,
             seed=self.seed,
         )

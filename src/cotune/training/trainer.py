@@ -18,9 +18,11 @@ import random
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 from peft import LoraConfig, PeftModel, TaskType, get_peft_model
+from peft.tuners.lora import LoraLayer
 
 from cotune.training.base_model import BaseModel
 from cotune.training.config import LoraHyperparams
@@ -41,6 +43,8 @@ class TrainResult:
     tokens: int
     seconds: float
     final_loss: float
+    first_loss: float
+    """The first step's loss: the base model's own, as the adapter starts as a no-op."""
 
     @property
     def tokens_per_second(self) -> float:
@@ -80,17 +84,46 @@ def plan_epoch(count: int, batch_size: int, rng: random.Random) -> list[list[int
     return [order[i : i + batch_size] for i in range(0, count, batch_size)][::-1]
 
 
-def attach_lora(base: BaseModel, hp: LoraHyperparams) -> PeftModel:
-    """Wrap the base model with a freshly (and reproducibly) initialised LoRA adapter."""
-    config = LoraConfig(
+def _lora_config(base: BaseModel, hp: LoraHyperparams) -> LoraConfig:
+    layers = int(base.model.config.num_hidden_layers)
+    if hp.last_layers > layers:
+        raise ValueError(f"last_layers is {hp.last_layers}, but the base model has {layers} layers")
+    return LoraConfig(
         task_type=TaskType.CAUSAL_LM,
         r=hp.rank,
         lora_alpha=hp.alpha,
         lora_dropout=hp.dropout,
         target_modules=list(hp.target_modules),
+        layers_to_transform=list(range(layers - hp.last_layers, layers))
+        if hp.last_layers
+        else None,
     )
-    torch.manual_seed(hp.seed)
-    return get_peft_model(base.model, config)
+
+
+def _lora_shape(config: Any) -> tuple[object, ...]:
+    layers = config.layers_to_transform
+    return (
+        config.r,
+        config.lora_alpha,
+        config.lora_dropout,
+        frozenset(config.target_modules),
+        None if layers is None else tuple(layers),
+    )
+
+
+def init_lora(model: PeftModel, seed: int) -> None:
+    """Set every LoRA layer to its seeded initial value: A as ``nn.Linear`` starts, B zero."""
+    torch.manual_seed(seed)
+    for module in model.modules():
+        if isinstance(module, LoraLayer):
+            module.reset_lora_parameters(model.active_adapter, init_lora_weights=True)  # type: ignore[no-untyped-call]
+
+
+def attach_lora(base: BaseModel, hp: LoraHyperparams) -> PeftModel:
+    """Wrap the base model with a freshly (and reproducibly) initialised LoRA adapter."""
+    model = get_peft_model(base.model, _lora_config(base, hp))
+    init_lora(model, hp.seed)
+    return model
 
 
 def detach_lora(model: PeftModel) -> None:
@@ -105,11 +138,14 @@ def train_lora(
     *,
     token_budget: int | None = None,
     on_step: StepCallback | None = None,
+    adapter: PeftModel | None = None,
 ) -> TrainResult:
     """Train a LoRA adapter on ``examples``; the result stays attached to ``base.model``.
 
     ``token_budget`` caps the real tokens seen (the quality gate's bounded runs). Call
-    ``detach_lora(result.model)`` before training another adapter on the same base.
+    ``detach_lora(result.model)`` before training another adapter on the same base, or
+    pass it back as ``adapter``: it is re-initialised as ``attach_lora`` would (the same
+    result, without rebuilding the layers: the gate trains one probe per contributor).
     """
     torch.use_deterministic_algorithms(True, warn_only=True)
     encoded = _encode(examples, base, hp)
@@ -118,7 +154,15 @@ def train_lora(
     if token_budget is not None:
         mean_step_tokens = sum(len(e.input_ids) for e in encoded) / steps_per_epoch
         total_steps = max(1, min(total_steps, int(token_budget // max(mean_step_tokens, 1))))
-    model = attach_lora(base, hp)
+    if adapter is None:
+        model = attach_lora(base, hp)
+    elif _lora_shape(adapter.peft_config[adapter.active_adapter]) != _lora_shape(
+        _lora_config(base, hp)
+    ):
+        raise ValueError("the adapter passed in has another LoRA shape than these hyperparameters")
+    else:
+        model = adapter
+        init_lora(model, hp.seed)
     params = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(
         params, lr=hp.learning_rate, weight_decay=0.0, fused=base.device.type in ("cpu", "cuda")
@@ -132,7 +176,7 @@ def train_lora(
 
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, schedule)
     model.train()
-    tokens, loss_value, start = 0, float("nan"), time.perf_counter()
+    tokens, loss_value, first_loss, start = 0, float("nan"), float("nan"), time.perf_counter()
     rng = random.Random(hp.seed)
     plan: list[list[int]] = []
     for step in range(total_steps):
@@ -149,7 +193,10 @@ def train_lora(
         optimizer.zero_grad(set_to_none=True)
         tokens += batch.tokens
         loss_value = float(loss.detach())
+        if step == 0:
+            first_loss = loss_value
         if on_step is not None:
             on_step(step + 1, total_steps, loss_value)
     model.train(False)
-    return TrainResult(model, total_steps, tokens, time.perf_counter() - start, loss_value)
+    seconds = time.perf_counter() - start
+    return TrainResult(model, total_steps, tokens, seconds, loss_value, first_loss)
