@@ -145,12 +145,17 @@ def collate(rows: Sequence[Sequence[Encoded]], pad_id: int) -> Batch:
             segments[i, offset:end] = j
             offset = end
     real = segments >= 0
-    if all(len(row) == 1 for row in rows):
-        mask = real.long()
-    else:
-        causal = torch.ones((width, width), dtype=torch.bool).tril()
-        same = segments[:, :, None] == segments[:, None, :]
-        # Padding attends to itself only, so no softmax row is empty.
-        mask = (same & causal & real[:, :, None]) | torch.eye(width, dtype=torch.bool)
-        mask = mask[:, None]
+    mask = real.long() if all(len(row) == 1 for row in rows) else segment_mask(segments)
     return Batch(input_ids, mask, positions, labels, int(real.sum()))
+
+
+def segment_mask(segments: torch.Tensor) -> torch.Tensor:
+    """Boolean ``(rows, 1, width, width)`` attention: causal within each segment id.
+
+    Padding (segment -1) attends to itself only, so no softmax row is empty.
+    """
+    width = segments.shape[1]
+    causal = torch.ones((width, width), dtype=torch.bool).tril()
+    same = segments[:, :, None] == segments[:, None, :]
+    mask = (same & causal & (segments >= 0)[:, :, None]) | torch.eye(width, dtype=torch.bool)
+    return mask[:, None]

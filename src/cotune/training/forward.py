@@ -18,7 +18,7 @@ from typing import Any, cast
 import torch
 from torch.nn import functional
 
-from cotune.training.encoding import IGNORE_INDEX, Batch
+from cotune.training.encoding import IGNORE_INDEX, Batch, segment_mask
 
 LAST_LAYER_LAYOUTS = frozenset({"llama", "qwen2"})
 """``model_type``s whose decoder is embed, rotary, pre-norm layers, norm (checked in tests)."""
@@ -39,10 +39,7 @@ def block_mask(batch: Batch) -> torch.Tensor:
     mask = batch.attention_mask
     if mask.dim() == 4:
         return mask.bool()
-    width = mask.shape[1]
-    causal = torch.ones((width, width), dtype=torch.bool).tril()
-    # Padding attends to itself only, so no softmax row is empty.
-    return ((causal & mask.bool()[:, None, :]) | torch.eye(width, dtype=torch.bool))[:, None]
+    return segment_mask(torch.where(mask.bool(), 0, -1))
 
 
 def _causal_lm(model: torch.nn.Module) -> Any:
