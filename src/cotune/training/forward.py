@@ -13,6 +13,7 @@ gradients as a full forward pass, to float rounding.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any, cast
 
 import torch
@@ -89,27 +90,74 @@ def _last_layer_at(
     return cast(torch.Tensor, out + layer.mlp(layer.post_attention_layernorm(out)))
 
 
-def _hidden_at_labels(
-    net: Any, batch: Batch, keep: torch.Tensor, device: torch.device
-) -> torch.Tensor:
-    """Final hidden states at the ``keep`` positions, row-major, last layer pruned."""
-    decoder = net.get_decoder()
-    ids, positions = batch.input_ids.to(device), batch.position_ids.to(device)
+@dataclass(frozen=True)
+class DecoderState:
+    """A batch's hidden states entering decoder layer ``layer``, and what later layers need.
+
+    Layers below ``layer`` do not change while an adapter confined to the layers above
+    trains, so one state serves every such adapter (the gate's probes).
+    """
+
+    layer: int
+    hidden: torch.Tensor
+    rope: tuple[torch.Tensor, torch.Tensor]
+    mask: torch.Tensor
+    positions: torch.Tensor
+    targets: torch.Tensor
+    """Labels shifted by one: position p predicts token p + 1."""
+
+
+def decoder_state(
+    model: torch.nn.Module, batch: Batch, device: torch.device, layer: int = 0
+) -> DecoderState:
+    """Embed the batch and run the decoder layers below ``layer`` (``prunes_last_layer`` models)."""
+    decoder = _causal_lm(model).get_decoder()
+    if not 0 <= layer < len(decoder.layers):
+        raise ValueError(f"layer {layer} is outside the model's {len(decoder.layers)} layers")
+    positions = batch.position_ids.to(device)
     mask = block_mask(batch).to(device)
-    hidden = decoder.embed_tokens(ids)
+    hidden = decoder.embed_tokens(batch.input_ids.to(device))
     rope = decoder.rotary_emb(hidden, positions)
-    *early, last = decoder.layers
-    for layer in early:
-        hidden = layer(
+    for below in decoder.layers[:layer]:
+        hidden = below(
             hidden, attention_mask=mask, position_ids=positions, position_embeddings=rope
         )
-    counts = keep.sum(dim=1)
+    return DecoderState(layer, hidden, rope, mask, positions, batch.labels[:, 1:].to(device))
+
+
+def loss_from_state(
+    model: torch.nn.Module, state: DecoderState, *, reduction: str = "mean"
+) -> tuple[torch.Tensor, int]:
+    """``token_loss`` from a ``DecoderState``: layers from ``state.layer`` on, the last pruned."""
+    net = _causal_lm(model)
+    decoder = net.get_decoder()
+    keep = state.targets != IGNORE_INDEX
+    *middle, last = decoder.layers[state.layer :]
+    hidden = state.hidden
+    for layer in middle:
+        hidden = layer(
+            hidden,
+            attention_mask=state.mask,
+            position_ids=state.positions,
+            position_embeddings=state.rope,
+        )
+    # The last position never carries loss (nothing follows it to predict).
+    at = functional.pad(keep, (0, 1))
+    counts = at.sum(dim=1)
     # Kept positions first, in order; the slots past a row's count hold other positions,
     # computed and dropped (every row of the mask attends somewhere, so nothing is NaN).
-    index = torch.argsort((~keep).to(torch.int8), dim=1, stable=True)[:, : int(counts.max())]
-    valid = torch.arange(index.shape[1], device=device)[None] < counts[:, None]
-    out = _last_layer_at(last, hidden, rope, mask, index)
-    return cast(torch.Tensor, decoder.norm(out[valid]))
+    index = torch.argsort((~at).to(torch.int8), dim=1, stable=True)[:, : int(counts.max())]
+    valid = torch.arange(index.shape[1], device=index.device)[None] < counts[:, None]
+    out = _last_layer_at(last, hidden, state.rope, state.mask, index)
+    return _cross_entropy(net, decoder.norm(out[valid]), state.targets[keep], reduction)
+
+
+def _cross_entropy(
+    net: Any, hidden: torch.Tensor, targets: torch.Tensor, reduction: str
+) -> tuple[torch.Tensor, int]:
+    head = cast(torch.nn.Module, net.get_output_embeddings())
+    logits = head(hidden).float()
+    return functional.cross_entropy(logits, targets, reduction=reduction), targets.numel()
 
 
 def token_loss(
@@ -120,23 +168,18 @@ def token_loss(
     ``model`` is a transformers causal LM or a peft model around one.
     """
     net = _causal_lm(model)
+    if prunes_last_layer(net):
+        return loss_from_state(net, decoder_state(net, batch, device), reduction=reduction)
+    mask = batch.attention_mask
+    if mask.dim() == 4:
+        # Additive form: eager attention adds a custom 4-D mask, a boolean one included.
+        blocked = torch.finfo(net.dtype).min
+        mask = torch.zeros(mask.shape, dtype=net.dtype).masked_fill(~mask.bool(), blocked)
+    hidden = net.get_decoder()(
+        input_ids=batch.input_ids.to(device),
+        attention_mask=mask.to(device),
+        position_ids=batch.position_ids.to(device),
+    ).last_hidden_state
     targets = batch.labels[:, 1:].to(device)
     keep = targets != IGNORE_INDEX
-    if prunes_last_layer(net):
-        # Position p predicts token p + 1: the last position never carries loss.
-        hidden = _hidden_at_labels(net, batch, functional.pad(keep, (0, 1)), device)
-    else:
-        mask = batch.attention_mask
-        if mask.dim() == 4:
-            # Additive form: eager attention adds a custom 4-D mask, a boolean one included.
-            blocked = torch.finfo(net.dtype).min
-            mask = torch.zeros(mask.shape, dtype=net.dtype).masked_fill(~mask.bool(), blocked)
-        hidden = net.get_decoder()(
-            input_ids=batch.input_ids.to(device),
-            attention_mask=mask.to(device),
-            position_ids=batch.position_ids.to(device),
-        ).last_hidden_state[:, :-1][keep]
-    head = cast(torch.nn.Module, net.get_output_embeddings())
-    logits = head(hidden).float()
-    loss = functional.cross_entropy(logits, targets[keep], reduction=reduction)
-    return loss, int(keep.sum())
+    return _cross_entropy(net, hidden[:, :-1][keep], targets[keep], reduction)

@@ -31,7 +31,7 @@ from cotune.training.base_model import BaseModel
 from cotune.training.config import LoraHyperparams
 from cotune.training.data import Example, validate_bytes
 from cotune.training.encoding import encode_all
-from cotune.training.evaluate import EvalResult, evaluate_encoded
+from cotune.training.evaluate import EvalResult, TopLayerEval
 from cotune.training.rules import SCORE_SCALE, GateRules, Reason
 from cotune.training.trainer import detach_lora, train_lora
 
@@ -157,7 +157,9 @@ def run_gate(
     """Decide on every ``(contributor, jsonl bytes)``; nothing failing a check is trained on."""
     notify = on_progress or (lambda _who, _stage: None)
     eval_encoded = encode_all(eval_examples, base.tokenizer, LoraHyperparams.seq_len)
-    base_eval = evaluate_encoded(base, eval_encoded)
+    # Probes adapt the top layers only: the layers below run on the eval set once.
+    evaluator = TopLayerEval(base, eval_encoded, rules.probe_last_layers)
+    base_eval = evaluator.base_eval
     parsed: dict[str, list[Example]] = {}
     evidence: dict[str, dict[str, Any]] = {}
     verdicts: dict[str, Reason] = {}
@@ -219,7 +221,7 @@ def run_gate(
             if data_loss_ratio > rules.max_data_loss_ratio:
                 verdicts[contributor] = Reason.UNINTELLIGIBLE
                 continue
-            probe = evaluate_encoded(base, eval_encoded, model=adapter)
+            probe = evaluator.evaluate(adapter)
             scores[contributor] = base_eval.loss - probe.loss
             evidence[contributor] |= {
                 "probe_eval_loss": round(probe.loss, 6),
