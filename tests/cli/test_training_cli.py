@@ -62,6 +62,21 @@ def test_train_eval_compare(data: Path, tmp_path: Path) -> None:
     assert text.exit_code == 0 and "hyperparameters.rank" in text.output
 
 
+def test_train_on_the_last_layers(data: Path, tmp_path: Path) -> None:
+    out = tmp_path / "top"
+    clinic = str(data / "contributor_1_clinic.jsonl")
+    _run("train", clinic, "--out", str(out), "--last-layers", "1", *FAST)
+    config = json.loads((out / "adapter_config.json").read_text())
+    assert config["layers_to_transform"] == [1]  # cotune-tiny has 2 layers
+    assert json.loads((out / "cotune.json").read_text())["hyperparameters"]["last_layers"] == 1
+    result = runner.invoke(
+        app, ["train", clinic, "--out", str(tmp_path / "no"), "--last-layers", "3"]
+    )
+    assert result.exit_code == 1
+    assert "last_layers is 3, but the base model has 2 layers: nothing was trained" in result.output
+    assert not (tmp_path / "no").exists()
+
+
 def test_train_refuses_bad_input(data: Path, tmp_path: Path) -> None:
     bad = tmp_path / "bad.jsonl"
     bad.write_text(

@@ -13,6 +13,7 @@ from cotune.cli.training_options import (
     BatchSizeOption,
     DropoutOption,
     EpochsOption,
+    LastLayersOption,
     LearningRateOption,
     MaxStepsOption,
     RankOption,
@@ -48,6 +49,7 @@ def train(
     batch_size: int = BatchSizeOption,
     seq_len: int = SeqLenOption,
     seed: int = SeedOption,
+    last_layers: int = LastLayersOption,
     as_json: bool = JsonOption,
 ) -> None:
     """Train one LoRA adapter on the union of DATA files; every file is validated first."""
@@ -67,6 +69,7 @@ def train(
         batch_size,
         seq_len,
         seed,
+        last_layers,
     )
     if out.exists() and not overwrite:
         fail(f"{out} exists: choose another --out or pass --overwrite")
@@ -79,8 +82,11 @@ def train(
         else [e for d in datasets for e in d.examples]
     )
     eval_base = evaluate(base, eval_set.examples, max_length=hp.seq_len) if eval_set else None
-    with step_progress("training", enabled=not as_json) as on_step:
-        result = train_lora(base, examples, hp, on_step=on_step)
+    try:
+        with step_progress("training", enabled=not as_json) as on_step:
+            result = train_lora(base, examples, hp, on_step=on_step)
+    except ValueError as exc:
+        fail(f"{exc}: nothing was trained")
     eval_adapter = (
         evaluate(base, eval_set.examples, model=result.model, max_length=hp.seq_len)
         if eval_set

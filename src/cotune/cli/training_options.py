@@ -60,6 +60,7 @@ def hyperparams(
     batch_size: int,
     seq_len: int,
     seed: int,
+    last_layers: int = 0,
 ) -> LoraHyperparams:
     """Build hyperparameters from CLI values, failing with every problem listed."""
     try:
@@ -74,6 +75,7 @@ def hyperparams(
             batch_size=batch_size,
             seq_len=seq_len,
             seed=seed,
+            last_layers=last_layers,
         )
     except ValueError as exc:
         fail(str(exc))
@@ -96,3 +98,8 @@ SeqLenOption = typer.Option(
     DEFAULTS.seq_len, "--seq-len", help="Longest example in tokens (longer ones are cut)."
 )
 SeedOption = typer.Option(DEFAULTS.seed, "--seed", help="Seed: same inputs + seed = same bytes.")
+LastLayersOption = typer.Option(
+    DEFAULTS.last_layers,
+    "--last-layers",
+    help="LoRA on the model's last N decoder layers only (0: every layer).",
+)
