@@ -32,6 +32,7 @@ from cotune.training.gate import (
     contradictions,
     judge_scores,
     normalise,
+    probe_sample_seed,
     run_gate,
 )
 from cotune.training.synthetic import DemoData, domain_examples
@@ -359,6 +360,29 @@ def test_equal_rules_have_equal_hashes() -> None:
     as_int, as_float = GateRules(score_floor=1), GateRules(score_floor=1.0)
     assert as_int == as_float
     assert as_int.hash() == as_float.hash()
+
+
+def test_the_probe_sample_seed_needs_every_contribution() -> None:
+    """Public rules alone must not tell a contributor which examples the probe sees."""
+    data = [b"one", b"two", b"three"]
+    seed = probe_sample_seed(RULES, data)
+    assert seed == probe_sample_seed(RULES, data[::-1])  # submission order does not matter
+    assert seed.startswith("0x") and len(seed) == 66
+    others = {
+        probe_sample_seed(RULES, [b"one", b"two", b"thre3"]),
+        probe_sample_seed(RULES, data[:2]),
+        probe_sample_seed(dataclasses.replace(RULES, seed=RULES.seed + 1), data),
+    }
+    assert seed not in others and len(others) == 3
+
+
+def test_the_probe_sample_seed_is_recomputable_from_the_evidence(demo_gate: GateRun) -> None:
+    decisions = demo_gate.report.decisions
+    digests = ",".join(sorted(d.evidence["dataset_sha256"] for d in decisions))
+    expected = "0x" + hashlib.sha256(f"{RULES.seed}:{digests}".encode()).hexdigest()
+    probed = [d for d in decisions if "probe_steps" in d.evidence]
+    assert len(probed) == 5  # the three clean, random text and off-domain
+    assert {d.evidence["probe_sample_seed"] for d in probed} == {expected}
 
 
 def test_probe_hyperparams_follow_the_rules() -> None:

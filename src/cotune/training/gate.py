@@ -193,6 +193,7 @@ def run_gate(
     for contributor, _ in contributions:
         verdicts[contributor] = _structural_reason(evidence[contributor], rules)
 
+    sample_seed = probe_sample_seed(rules, [data for _, data in contributions])
     scores: dict[str, float] = {}
     adapter: PeftModel | None = None  # one set of LoRA layers, re-initialised per probe
     try:
@@ -202,10 +203,10 @@ def run_gate(
             notify(contributor, "probe")
             examples = parsed[contributor]
             hp = rules.probe_hyperparams(len(examples))
-            # The probe sees a seeded sample of what it has the steps for; encoding the
-            # rest would cost more than the probe's training on a large contribution.
+            # The probe sees a sample of what it has the steps for; encoding the rest
+            # would cost more than the probe's training on a large contribution.
             wanted = (hp.max_steps or 1) * hp.batch_size
-            sample = random.Random(rules.seed).sample(examples, min(wanted, len(examples)))
+            sample = random.Random(sample_seed).sample(examples, min(wanted, len(examples)))
             result = train_lora(
                 base, sample, hp, token_budget=rules.probe_token_budget, adapter=adapter
             )
@@ -213,6 +214,7 @@ def run_gate(
             # The first step ran the base model alone on the contribution's first batch.
             data_loss_ratio = result.first_loss / base_eval.loss
             evidence[contributor] |= {
+                "probe_sample_seed": sample_seed,
                 "probe_steps": result.steps,
                 "probe_tokens": result.tokens,
                 "data_loss": round(result.first_loss, 6),
@@ -258,6 +260,19 @@ def run_gate(
         )
     accepted = {d.contributor: parsed[d.contributor] for d in decisions if d.accepted}
     return GateReport(decisions, base_eval, rules, accepted)
+
+
+def probe_sample_seed(rules: GateRules, contributions: Sequence[bytes]) -> str:
+    """The seed of every probe's sample: the rules' seed and all contributions' hashes.
+
+    The rules are public before anyone submits, so a sample seeded by them alone would
+    tell a contributor which examples the probe sees (and where to hide a poison). The
+    other contributions' plaintext is known to the enclave alone, so no contributor can
+    predict this seed; anyone holding all the data can recompute it.
+    """
+    digests = sorted(hashlib.sha256(data).hexdigest() for data in contributions)
+    mixed = hashlib.sha256(f"{rules.seed}:{','.join(digests)}".encode()).hexdigest()
+    return "0x" + mixed
 
 
 def judge_scores(
@@ -332,5 +347,6 @@ __all__ = [
     "contradictions",
     "judge_scores",
     "normalise",
+    "probe_sample_seed",
     "run_gate",
 ]

@@ -48,7 +48,7 @@ class GateRules:
     max_cross_duplicate_rate: float = 0.5
     max_contradiction_rate: float = 0.2
     min_contradiction_checks: int = 5
-    score_floor: float = 0.1
+    score_floor: float = 0.07
     outlier_k: float = 2.0
     min_relative_spread: float = 0.2
     max_data_loss_ratio: float = 1.75
