@@ -10,6 +10,7 @@ import dataclasses
 import hashlib
 import json
 import random
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -134,9 +135,8 @@ def test_the_rejections_carry_their_evidence(demo_gate: GateRun) -> None:
     assert demo_gate.decision("off_domain").evidence["score"] < RULES.score_floor
     random_text = demo_gate.decision("random_text")
     assert random_text.evidence["data_loss_ratio"] > RULES.max_data_loss_ratio
-    assert random_text.evidence["data_loss"] == pytest.approx(
-        random_text.evidence["data_loss_ratio"] * random_text.evidence["base_eval_loss"], rel=1e-4
-    )
+    clean_losses = [demo_gate.decision(name).evidence["data_loss"] for name in CLEAN]
+    assert random_text.evidence["data_loss"] > 1.5 * max(clean_losses)
     assert random_text.score is None  # not scored: it cannot sway the outlier test
     assert "probe_eval_loss" not in random_text.evidence
 
@@ -354,6 +354,46 @@ def test_rules_from_dict_refuses_unknown_keys() -> None:
     with pytest.raises(ValueError, match="unknown gate rules: min_example, outlierk"):
         GateRules.from_dict({"min_example": 3, "outlierk": 2.0, "seed": 1})
     assert GateRules.from_dict({"seed": 4}) == GateRules(seed=4)
+
+
+@pytest.mark.parametrize(
+    ("changes", "message"),
+    [
+        ({"probe_last_layers": -1}, "probe_last_layers must be >= 0, got -1"),
+        ({"max_data_loss_ratio": 0}, "max_data_loss_ratio must be > 0, got 0.0"),
+    ],
+)
+def test_rules_refuse_values_out_of_range(changes: dict[str, Any], message: str) -> None:
+    with pytest.raises(ValueError, match=re.escape(message)):
+        GateRules(**changes)
+
+
+def test_probes_deeper_than_the_model_are_refused_up_front(
+    base: BaseModel, eval_examples: list[Example]
+) -> None:
+    rules = dataclasses.replace(RULES, probe_last_layers=5)
+    with pytest.raises(ValueError, match="probe_last_layers is 5, but the base model has 2 layers"):
+        run_gate(
+            base, [("a", to_jsonl(domain_examples("units", 30, seed=1)))], eval_examples, rules
+        )
+
+
+def test_a_contribution_with_nothing_to_train_on_is_rejected_alone(
+    base: BaseModel, eval_examples: list[Example]
+) -> None:
+    """Prompts past the sequence length leave no label to learn: that contributor is out."""
+    long_prompts = [
+        {"instruction": f"{i} " + "word " * 70, "input": "", "output": "ok"} for i in range(30)
+    ]
+    clean = domain_examples("clinic", 40, seed=3)
+    gate = run(base, [("long", to_jsonl(long_prompts)), ("clean", to_jsonl(clean))], eval_examples)
+    long, kept = gate.decision("long"), gate.decision("clean")
+    assert (long.accepted, long.reason, long.score) == (False, Reason.TOO_FEW_EXAMPLES, None)
+    assert (
+        "no training example has a loss-carrying token within 256 tokens"
+        in (long.evidence["probe_error"])
+    )
+    assert kept.accepted and kept.score is not None
 
 
 def test_equal_rules_have_equal_hashes() -> None:

@@ -16,6 +16,7 @@ import torch
 from peft import PeftModel
 from training_helpers import lora_modules, to_examples
 
+from cotune.training import trainer
 from cotune.training.adapter import ADAPTER_FILES, build_manifest, read_manifest, save_adapter
 from cotune.training.base_model import BaseModel
 from cotune.training.config import DEFAULT_TARGET_MODULES, LoraHyperparams
@@ -300,6 +301,28 @@ def test_a_reused_adapter_trains_exactly_like_a_fresh_one(base: BaseModel, clini
         assert (again.first_loss, again.final_loss) == (fresh.first_loss, fresh.final_loss)
     finally:
         detach_lora(fresh.model)
+
+
+def test_a_failed_run_leaves_the_base_model_as_it_was(
+    base: BaseModel, clinic: Clinic, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    calls = 0
+    real_loss = trainer.token_loss
+
+    def failing_on_the_third_step(*args: Any, **kwargs: Any) -> Any:
+        nonlocal calls
+        calls += 1
+        if calls == 3:
+            raise MemoryError("out of memory (simulated)")
+        return real_loss(*args, **kwargs)
+
+    monkeypatch.setattr(trainer, "token_loss", failing_on_the_third_step)
+    with pytest.raises(MemoryError, match="simulated"):
+        train_lora(base, clinic.train[:40], LoraHyperparams(max_steps=5))
+    assert lora_modules(base.model) == []
+    assert not base.model.training
+    monkeypatch.undo()
+    assert torch.equal(logits(base), clinic.base_logits)
 
 
 def test_an_adapter_of_another_shape_is_refused(base: BaseModel, clinic: Clinic) -> None:

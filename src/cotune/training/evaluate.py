@@ -93,18 +93,25 @@ class TopLayerEval:
         depth = int(base.model.config.num_hidden_layers)
         self.first_layer = max(0, depth - layers) if layers else 0
         size = sum(b.input_ids.numel() for b in self.batches) * int(base.model.config.hidden_size)
+        if _adapted_layers(base.model):
+            raise ValueError("the base model carries LoRA layers: detach them first")
         self.states: list[DecoderState] | None = None
         if prunes_last_layer(base.model) and size <= STATE_CACHE_LIMIT:
-            with torch.inference_mode():
-                self.states = [
-                    decoder_state(base.model, b, base.device, self.first_layer)
-                    for b in self.batches
-                ]
+            was_training = base.model.training
+            base.model.train(False)
+            try:
+                with torch.inference_mode():
+                    self.states = [
+                        decoder_state(base.model, b, base.device, self.first_layer)
+                        for b in self.batches
+                    ]
+            finally:
+                base.model.train(was_training)
         self.base_eval = self.evaluate()
 
     def evaluate(self, model: torch.nn.Module | None = None) -> EvalResult:
         """Evaluate ``model`` (default: the base model), an adapter on the top layers only."""
-        if model is not None:
+        if model is not None and self.states is not None:
             below = sorted({i for i in _adapted_layers(model) if i < self.first_layer})
             if below:
                 raise ValueError(

@@ -8,7 +8,8 @@ layer's queries, attention output, MLP, the final norm and the output head are n
 at the labelled positions alone. For the decoder layouts we know (``LAST_LAYER_LAYOUTS``,
 SDPA attention) ``token_loss`` computes exactly that; any other model runs the whole
 decoder and applies the head to the labelled positions. Both give the same loss and
-gradients as a full forward pass, to float rounding.
+gradients as a full forward pass, to float rounding (with LoRA dropout, the same in
+distribution: the pruned queries draw their own dropout masks).
 """
 
 from __future__ import annotations

@@ -33,7 +33,7 @@ from cotune.training.data import Example, validate_bytes
 from cotune.training.encoding import encode_all
 from cotune.training.evaluate import EvalResult, TopLayerEval
 from cotune.training.rules import SCORE_SCALE, GateRules, Reason
-from cotune.training.trainer import detach_lora, train_lora
+from cotune.training.trainer import NothingToTrainError, detach_lora, train_lora
 
 
 @dataclass(frozen=True)
@@ -156,6 +156,12 @@ def run_gate(
 ) -> GateReport:
     """Decide on every ``(contributor, jsonl bytes)``; nothing failing a check is trained on."""
     notify = on_progress or (lambda _who, _stage: None)
+    depth = int(base.model.config.num_hidden_layers)
+    if rules.probe_last_layers > depth:
+        raise ValueError(
+            f"gate rule probe_last_layers is {rules.probe_last_layers}, "
+            f"but the base model has {depth} layers"
+        )
     eval_encoded = encode_all(eval_examples, base.tokenizer, LoraHyperparams.seq_len)
     # Probes adapt the top layers only: the layers below run on the eval set once.
     evaluator = TopLayerEval(base, eval_encoded, rules.probe_last_layers)
@@ -207,9 +213,14 @@ def run_gate(
             # would cost more than the probe's training on a large contribution.
             wanted = (hp.max_steps or 1) * hp.batch_size
             sample = random.Random(sample_seed).sample(examples, min(wanted, len(examples)))
-            result = train_lora(
-                base, sample, hp, token_budget=rules.probe_token_budget, adapter=adapter
-            )
+            try:
+                result = train_lora(
+                    base, sample, hp, token_budget=rules.probe_token_budget, adapter=adapter
+                )
+            except NothingToTrainError as exc:
+                verdicts[contributor] = Reason.TOO_FEW_EXAMPLES
+                evidence[contributor] |= {"probe_sample_seed": sample_seed, "probe_error": str(exc)}
+                continue
             adapter = result.model
             # The first step ran the base model alone on the contribution's first batch.
             data_loss_ratio = result.first_loss / base_eval.loss

@@ -73,6 +73,15 @@ class GateRules:
             else:
                 object.__setattr__(self, spec.name, int(value))
 
+        if self.probe_last_layers < 0:
+            raise ValueError(
+                f"gate rule probe_last_layers must be >= 0, got {self.probe_last_layers}"
+            )
+        if self.max_data_loss_ratio <= 0:
+            raise ValueError(
+                f"gate rule max_data_loss_ratio must be > 0, got {self.max_data_loss_ratio}"
+            )
+
     def canonical_json(self) -> str:
         """Sorted-key JSON with no whitespace: the bytes that are hashed."""
         return json.dumps(asdict(self), sort_keys=True, separators=(",", ":"))

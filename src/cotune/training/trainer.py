@@ -70,10 +70,16 @@ def balance_sources(sources: Sequence[Sequence[Example]], seed: int) -> list[Exa
     return balanced
 
 
+class NothingToTrainError(ValueError):
+    """No example keeps a loss-carrying token within the sequence length."""
+
+
 def _encode(examples: Sequence[Example], base: BaseModel, hp: LoraHyperparams) -> list[Encoded]:
     encoded = encode_all(examples, base.tokenizer, hp.seq_len)
     if not encoded:
-        raise ValueError("no training example has a loss-carrying token")
+        raise NothingToTrainError(
+            f"no training example has a loss-carrying token within {hp.seq_len} tokens"
+        )
     return encoded
 
 
@@ -163,6 +169,23 @@ def train_lora(
     else:
         model = adapter
         init_lora(model, hp.seed)
+    try:
+        return _optimise(base, model, encoded, hp, total_steps, on_step)
+    except BaseException:
+        model.train(False)
+        if adapter is None:  # a failed run leaves the base model as it found it
+            detach_lora(model)
+        raise
+
+
+def _optimise(
+    base: BaseModel,
+    model: PeftModel,
+    encoded: list[Encoded],
+    hp: LoraHyperparams,
+    total_steps: int,
+    on_step: StepCallback | None,
+) -> TrainResult:
     params = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(
         params, lr=hp.learning_rate, weight_decay=0.0, fused=base.device.type in ("cpu", "cuda")
