@@ -69,3 +69,27 @@ def in_fresh_thread(run: Callable[[], None]) -> None:
     thread.join()
     if raised:
         raise raised[0]
+
+
+class SnapshotStage:
+    """Contracts deployed once on a chain, and the snapshot every example starts from.
+
+    Each example reverts to the snapshot, so it sees untouched contracts without paying
+    for a deployment; it gets a new ``Chain`` so that no nonce cached by an earlier
+    example outlives the revert. Subclasses deploy, then call ``__init__``.
+    """
+
+    def __init__(self, chain: Chain) -> None:
+        self.w3, self.url, self.accounts = chain.w3, chain.url, chain.dev_accounts
+        self._snapshot = self._rpc("evm_snapshot")
+
+    def fresh_chain(self) -> Chain:
+        """The chain at the snapshot, with no nonce cached from an earlier example."""
+        self._rpc("evm_revert", self._snapshot)
+        self._snapshot = self._rpc("evm_snapshot")
+        return Chain(self.w3, self.url, self.accounts)
+
+    def _rpc(self, method: str, *params: object) -> Any:
+        response = self.w3.provider.make_request(method, list(params))  # type: ignore[arg-type]
+        assert "error" not in response, f"{method}: {response}"
+        return response["result"]

@@ -17,10 +17,9 @@ that the market holds exactly the proceeds not yet withdrawn.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
 
 import pytest
-from chain_fixtures import expect_revert, in_fresh_thread
+from chain_fixtures import SnapshotStage, expect_revert, in_fresh_thread
 from eth_account import Account
 from eth_account.signers.local import LocalAccount
 from eth_utils.address import to_checksum_address
@@ -538,26 +537,14 @@ class MarketModel:
     """Wei paid for all purchases."""
 
 
-class MarketStage:
-    """A market deployed once on an embedded EVM, and the snapshot each example starts at."""
+class MarketStage(SnapshotStage):
+    """A market deployed once on an embedded EVM, under one snapshot."""
 
     def __init__(self) -> None:
         chain = connect("embedded")
-        self.w3, self.url, self.accounts = chain.w3, chain.url, chain.dev_accounts
-        client, _ = DatasetMarketClient.deploy(chain, self.accounts[0])
+        client, _ = DatasetMarketClient.deploy(chain, chain.dev_accounts[0])
         self.address = client.address
-        self._snapshot = self._rpc("evm_snapshot")
-
-    def fresh_chain(self) -> Chain:
-        """The chain at the snapshot, with no nonce cached from an earlier example."""
-        self._rpc("evm_revert", self._snapshot)
-        self._snapshot = self._rpc("evm_snapshot")
-        return Chain(self.w3, self.url, self.accounts)
-
-    def _rpc(self, method: str, *params: object) -> Any:
-        response = self.w3.provider.make_request(method, list(params))  # type: ignore[arg-type]
-        assert "error" not in response, f"{method}: {response}"
-        return response["result"]
+        super().__init__(chain)
 
 
 class MarketMachine(RuleBasedStateMachine):

@@ -31,7 +31,7 @@ from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 import pytest
-from chain_fixtures import in_fresh_thread
+from chain_fixtures import SnapshotStage, in_fresh_thread
 from eth_account import Account
 from eth_account.signers.local import LocalAccount
 from eth_utils.crypto import keccak
@@ -204,28 +204,12 @@ class Deployed:
     enclaves: tuple[EnclaveModel, ...]
 
 
-class Stage:
-    """Contracts deployed once on a chain, and the snapshot every example starts from.
-
-    Each example reverts to the snapshot, so it sees untouched contracts (no sessions,
-    no balance, no tokens) without paying for a deployment; it gets a new ``Chain``
-    so that no nonce cached by an earlier example outlives the revert.
-    """
+class Stage(SnapshotStage):
+    """Every deployment of the machine (one per slash window), under one snapshot."""
 
     def __init__(self, chain: Chain) -> None:
-        self.w3, self.url, self.accounts = chain.w3, chain.url, chain.dev_accounts
         self.deployed = [_deploy(chain, window) for window in SLASH_WINDOWS]
-        self._snapshot = self._rpc("evm_snapshot")
-
-    def fresh_chain(self) -> Chain:
-        self._rpc("evm_revert", self._snapshot)
-        self._snapshot = self._rpc("evm_snapshot")
-        return Chain(self.w3, self.url, self.accounts)
-
-    def _rpc(self, method: str, *params: object) -> object:
-        response = self.w3.provider.make_request(method, list(params))  # type: ignore[arg-type]
-        assert "error" not in response, f"{method}: {response}"
-        return response["result"]
+        super().__init__(chain)
 
 
 def _deploy(chain: Chain, slash_window: int) -> Deployed:

@@ -6,12 +6,10 @@ import hashlib
 import json
 import subprocess
 import sys
-import time
 from pathlib import Path
 
-import httpx
 import pytest
-from cli_helpers import chat_jsonl
+from cli_helpers import chat_jsonl, wait_for_server
 from typer.testing import CliRunner
 
 from cotune.chain.devnet import free_port
@@ -139,14 +137,7 @@ def test_publish_serve_admit_get_revoke(tmp_path: Path, publisher: str) -> None:
     )  # fmt: skip
     url = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                httpx.get(f"{url}/versions", timeout=1)
-                break
-            except httpx.TransportError:
-                assert time.monotonic() < deadline, "the dataset server did not start"
-                time.sleep(0.2)
+        wait_for_server(url, server)
         out = tmp_path / "got.jsonl"
         got = _invoke("dataset", "get", url, "1", str(out), "--token", token)
         assert out.read_bytes() == (bundle / "data.jsonl").read_bytes()

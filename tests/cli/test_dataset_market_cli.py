@@ -13,7 +13,6 @@ import json
 import os
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,7 +20,7 @@ from typing import Any, cast
 
 import httpx
 import pytest
-from cli_helpers import chat_jsonl
+from cli_helpers import chat_jsonl, wait_for_server
 
 from cotune.chain.clients.dataset_market import DatasetMarketClient, dataset_key
 from cotune.chain.connection import Chain, connect
@@ -115,18 +114,6 @@ def market(tmp_path: Path) -> Iterator[Market]:
         anvil.wait(timeout=30)
 
 
-def _wait_for_server(url: str, server: subprocess.Popen[str]) -> None:
-    deadline = time.monotonic() + 60
-    while True:
-        assert server.poll() is None, f"the dataset server exited: {server.communicate()}"
-        try:
-            httpx.get(f"{url}/versions", timeout=1)
-            return
-        except httpx.TransportError:
-            assert time.monotonic() < deadline, "the dataset server did not start"
-            time.sleep(0.2)
-
-
 def test_sell_buy_rebuy_refuse_stop_withdraw(market: Market, tmp_path: Path) -> None:
     root, bundle = tmp_path / "server", tmp_path / "bundle"
     url = f"http://127.0.0.1:{free_port()}"
@@ -148,7 +135,7 @@ def test_sell_buy_rebuy_refuse_stop_withdraw(market: Market, tmp_path: Path) -> 
         artifact = (bundle / "data.jsonl").read_bytes()
         assert sold["on_sale"] is True and sold["price"] == PRICE
         assert sold["market"] == market.deployment.dataset_market
-        _wait_for_server(url, server)
+        wait_for_server(url, server)
         listed = httpx.get(f"{url}/market", timeout=10).json()
         assert listed["prices"] == {"1": PRICE} and listed["publisher"] == address["publisher"]
 

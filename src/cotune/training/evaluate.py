@@ -64,9 +64,7 @@ def evaluate_encoded(
 ) -> EvalResult:
     """``evaluate`` on examples already encoded."""
     net = model if model is not None else base.model
-    batches = _eval_batches(base, encoded, batch_size)
-    losses = [partial(token_loss, net, b, base.device, reduction="sum") for b in batches]
-    return _summed(net, losses, len(encoded))
+    return _full_pass(net, _eval_batches(base, encoded, batch_size), base.device, len(encoded))
 
 
 STATE_CACHE_LIMIT = 1 << 28
@@ -120,10 +118,8 @@ class TopLayerEval:
                 )
         net = model if model is not None else self.base.model
         if self.states is None:
-            device = self.base.device
-            losses = [partial(token_loss, net, b, device, reduction="sum") for b in self.batches]
-        else:
-            losses = [partial(loss_from_state, net, s, reduction="sum") for s in self.states]
+            return _full_pass(net, self.batches, self.base.device, self.examples)
+        losses = [partial(loss_from_state, net, s, reduction="sum") for s in self.states]
         return _summed(net, losses, self.examples)
 
 
@@ -146,6 +142,13 @@ def _eval_batches(base: BaseModel, encoded: Sequence[Encoded], batch_size: int) 
         collate([[e] for e in ordered[start : start + batch_size]], base.pad_id)
         for start in range(0, len(ordered), batch_size)
     ]
+
+
+def _full_pass(
+    net: torch.nn.Module, batches: Sequence[Batch], device: torch.device, examples: int
+) -> EvalResult:
+    losses = [partial(token_loss, net, b, device, reduction="sum") for b in batches]
+    return _summed(net, losses, examples)
 
 
 @torch.inference_mode()
