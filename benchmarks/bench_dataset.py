@@ -90,7 +90,7 @@ def _publish(work: Path, size_mib: int) -> tuple[Path, Path, str, int]:
 
     from cotune.dataset.bundle import init_bundle
     from cotune.dataset.server import artifact_path, publish_version
-    from cotune.dataset.tokens import TokenStore
+    from cotune.dataset.tokens import TokenScope, TokenStore
     from cotune.dataset.versions import VERSION_LOG_NAME, VersionLog
 
     rng = random.Random(0)
@@ -107,7 +107,7 @@ def _publish(work: Path, size_mib: int) -> tuple[Path, Path, str, int]:
     )
     head = VersionLog.open(bundle_dir / VERSION_LOG_NAME).append(bundle, publisher)
     publish_version(root, bundle_dir)
-    token = TokenStore(root / "tokens.json").issue("bench", 1)
+    token = TokenStore(root / "tokens.json").issue("bench", TokenScope.up_to(1))
     artifact = artifact_path(root, head.entry.artifact_sha256)
     return root, artifact, token, artifact.stat().st_size
 

@@ -1,11 +1,16 @@
 """Gas used by each Coordinator, ModelNFT and DatasetMarket operation, on a real EVM.
 
 Gas is deterministic, so one run is enough; ``finalize`` is measured with 3, 10 and 30
-accepted contributors and reported with its cost per extra contributor. Last line: a JSON
-object ``{"createSession": …, "submit": …, "close": …, "slashWithProof": …, "claim": …,
-"iTransferFrom": …, "finalize": {"3": …, "10": …, "30": …}, "finalize_per_contributor": …,
-"market": {"list": …, "buy": …, "withdraw": …}, "goals": {…}}``. Goals: ``submit <= 120000``;
-finalize grows <= 120000 per contributor.
+accepted contributors and reported with its cost per extra contributor, and in its worst
+case: ``MAX_CONTRIBUTORS`` accepted, each with an ML-KEM-768 + X25519 key (the longest
+sealed model key), a weight with no zero byte and a holder with no token yet. Last line: a
+JSON object ``{"createSession": …, "submit": …, "submit_mlkem": …, "close": …,
+"slashWithProof": …, "claim": …, "iTransferFrom": …, "finalize": {"3": …, "10": …, "30": …},
+"finalize_per_contributor": …, "finalize_worst": {"contributors": …, "sealed_key_bytes": …,
+"estimate": …, "gas_limit": …, "gas_used": …, "tx_bytes": …}, "market": {"list": …, "buy": …,
+"withdraw": …}, "goals": {…}}``. Goals: ``submit <= 120000`` (an X25519 key); finalize grows
+<= 120000 per contributor; the worst finalize's gas limit (estimate times the client's
+margin) under EIP-7825's 2^24 and its transaction within geth's 128 KiB.
 """
 
 from __future__ import annotations
@@ -18,6 +23,7 @@ from eth_account import Account
 from eth_account.signers.local import LocalAccount
 
 from cotune.chain import (
+    MAX_CONTRIBUTORS,
     Chain,
     Contracts,
     RejectionCertificate,
@@ -27,10 +33,16 @@ from cotune.chain import (
     deploy_all,
 )
 from cotune.chain.clients.base import ContractClient
+from cotune.chain.transactions import GAS_MARGIN
+from cotune.crypto.hpke import HpkePrivateKey, HpkeSuite, seal
 
 STAKE = 10**15
 HPKE_KEY = b"\x00\x20" + bytes(range(32))  # an X25519 key: 34 bytes
 SEALED_KEY = bytes(range(120))  # an HPKE-sealed 32-byte model key is about this long
+EIP7825_TX_GAS_CAP = 2**24
+TX_SIZE_LIMIT = 128 * 1024
+"""geth's ``txMaxSize``: the largest transaction its pool accepts."""
+HEAVIEST_WEIGHT = 2**48 - 1
 
 
 def _gas(client: ContractClient) -> int:
@@ -106,6 +118,54 @@ def _session(
     return gas
 
 
+def _worst_finalize(chain: Chain, admin: Contracts, enclave: LocalAccount) -> dict[str, int]:
+    """The largest finalize a session can need: MAX_CONTRIBUTORS accepted, ML-KEM keys."""
+    n = MAX_CONTRIBUTORS
+    now = chain.timestamp()
+    params = SessionParams(
+        enclave_id=1,
+        measurement=admin.registry.get(1).measurement,
+        quorum=n,
+        max_contributors=n,
+        submit_deadline=now + 600,
+        training_deadline=now + 6000,
+    )
+    session_id = admin.coordinator.create_session(params)
+    holders = [Account.create() for _ in range(n)]
+    keys = [HpkePrivateKey.generate(HpkeSuite.MLKEM768_X25519).public_key() for _ in holders]
+    submit_gas = 0
+    for holder, key in zip(holders, keys, strict=True):
+        chain.fund(holder.address, 10**18)
+        result = admin.coordinator.as_account(holder).submit(
+            session_id, os.urandom(32), key.to_bytes(), stake=0
+        )
+        submit_gas = max(submit_gas, result.gas_used)
+    sealed = [seal(os.urandom(32), key, b"cotune model key") for key in keys]
+    args = (
+        session_id,
+        os.urandom(32),
+        os.urandom(32),
+        [h.address for h in holders],
+        [HEAVIEST_WEIGHT] * n,
+        sealed,
+    )
+    as_enclave = admin.coordinator.as_account(enclave)
+    call = as_enclave.contract.functions.finalize(*args)
+    estimate = call.estimate_gas({"from": enclave.address})
+    gas_limit = int(estimate * GAS_MARGIN)
+    nonce = chain.w3.eth.get_transaction_count(enclave.address)
+    tx = call.build_transaction({"from": enclave.address, "gas": gas_limit, "nonce": nonce})
+    return {
+        "contributors": n,
+        "sealed_key_bytes": len(sealed[0]),
+        "estimate": estimate,
+        "gas_limit": gas_limit,
+        "gas_used": as_enclave.finalize(*args).gas_used,
+        "tx_bytes": len(enclave.sign_transaction(tx).raw_transaction),
+        "submit_mlkem": submit_gas,
+    }
+
+
 def _market(chain: Chain, admin: Contracts) -> dict[str, int]:
     """Gas of listing a dataset version, buying it and withdrawing the proceeds."""
     seller = admin.market.as_account(chain.dev_accounts[1])
@@ -139,13 +199,19 @@ def main() -> None:
     base = runs[3]
     finalize = {str(n): gas["finalize"] for n, gas in runs.items()}
     per_contributor = (runs[30]["finalize"] - runs[3]["finalize"]) / 27
-    result = {name: base[name] for name in ("createSession", "submit", "close", "slashWithProof")}
+    worst = _worst_finalize(chain, admin, enclave)
+    result = {name: base[name] for name in ("createSession", "submit")}
+    result["submit_mlkem"] = worst.pop("submit_mlkem")
+    result |= {name: base[name] for name in ("close", "slashWithProof")}
     result |= {"claim": base["claim"], "iTransferFrom": base["iTransferFrom"]}
     result |= {"finalize": finalize, "finalize_per_contributor": round(per_contributor)}
+    result["finalize_worst"] = worst
     result["market"] = _market(chain, admin)
     result["goals"] = {
         "submit_le_120000": base["submit"] <= 120_000,
         "finalize_per_contributor_le_120000": per_contributor <= 120_000,
+        "finalize_worst_gas_limit_lt_2_24": worst["gas_limit"] < EIP7825_TX_GAS_CAP,
+        "finalize_worst_tx_le_128_kib": worst["tx_bytes"] <= TX_SIZE_LIMIT,
     }
     result["chain"] = "embedded" if chain.is_embedded else args.chain
     print(json.dumps(result))

@@ -6,14 +6,20 @@ import {ECDSA} from "@openzeppelin/contracts/utils/cryptography/ECDSA.sol";
 import {ReentrancyGuard} from "@openzeppelin/contracts/utils/ReentrancyGuard.sol";
 import {SafeCast} from "@openzeppelin/contracts/utils/math/SafeCast.sol";
 import {EnclaveRegistry} from "./EnclaveRegistry.sol";
+import {HpkeKeys} from "./HpkeKeys.sol";
 import {ModelNFT} from "./ModelNFT.sol";
 
 /// @title Coordinator
 /// @notice Sessions of private multi-party fine-tuning: who may submit, what each
 /// contributor committed, who is paid, who is slashed, and who owns the model.
-/// Open -> Training (quorum) -> Finalized, or Cancelled (owner, while Open), or Expired
-/// (below quorum at the submit deadline, or no finalize by the training deadline).
-/// Money moves only through `claim` (pull payments).
+/// Open -> Training (quorum) -> Finalized, or Cancelled (owner, while Open and before the
+/// submit deadline or below quorum), or Expired (below quorum at the submit deadline, or no
+/// finalize by the training deadline). Money moves only through `claim` (pull payments).
+/// Rewards: each accepted contributor's share of the pool is pool * weight / totalWeight,
+/// rounded down and claimable as the pool grows (a slash after finalize adds a stake to
+/// it). Once the pool is final (every rejected contribution slashed, or the slash window
+/// closed) an accepted contributor's next claim settles it, and the last one to settle
+/// takes what is left, rounding dust included, so a fully claimed session holds nothing.
 contract Coordinator is EIP712, ReentrancyGuard {
     enum State {
         None,
@@ -30,6 +36,14 @@ contract Coordinator is EIP712, ReentrancyGuard {
         Accepted,
         Slashed,
         Refunded
+    }
+
+    /// @notice What an accepted contribution has been paid: nothing yet, its stake back
+    /// (with the reward share so far), or settled (stake and final reward share).
+    enum Payout {
+        None,
+        StakeReturned,
+        Settled
     }
 
     struct SessionParams {
@@ -58,10 +72,14 @@ contract Coordinator is EIP712, ReentrancyGuard {
         uint64 trainingDeadline;
         uint64 finalizedAt;
         uint32 acceptedCount;
+        uint32 slashedCount;
+        uint32 settledCount;
         uint256 enclaveId;
         uint256 minStake;
-        uint256 pool;
-        uint256 poolPaid;
+        uint128 pool;
+        /// @dev Paid out of the pool: rewards (Finalized), or to the owner (Cancelled, Expired).
+        /// Beside `pool` in one slot, so paying a reward rewrites a slot already in use.
+        uint128 poolPaid;
         uint256 totalWeight;
         bytes32 measurement;
         bytes32 evalSetCommitment;
@@ -76,7 +94,7 @@ contract Coordinator is EIP712, ReentrancyGuard {
         uint96 rewardPaid;
         uint48 weight;
         Status status;
-        bool stakePaid;
+        Payout payout;
         bytes32 ciphertextHash;
     }
 
@@ -92,7 +110,11 @@ contract Coordinator is EIP712, ReentrancyGuard {
     bytes32 public constant REJECTION_TYPEHASH = keccak256(
         "RejectionCertificate(uint256 sessionId,address contributor,bytes32 ciphertextHash,uint16 reasonCode,int64 score,bytes32 evidenceHash)"
     );
-    uint32 public constant MAX_CONTRIBUTORS = 256;
+    /// @notice Most contributors a session takes: finalize for this many, each with an
+    /// ML-KEM-768 + X25519 sealed key (1179 bytes), stays under EIP-7825's 2^24 gas per
+    /// transaction with the client's estimate margin and under the 128 KiB that nodes
+    /// accept for one transaction.
+    uint32 public constant MAX_CONTRIBUTORS = 64;
 
     EnclaveRegistry public immutable registry;
     ModelNFT public immutable modelNft;
@@ -154,7 +176,6 @@ contract Coordinator is EIP712, ReentrancyGuard {
     error StakeTooLow(uint256 sent, uint256 required);
     error StakeTooHigh(uint256 sent);
     error EmptyCiphertextHash();
-    error EmptyHpkeKey();
     error SubmitDeadlinePassed(uint256 sessionId, uint64 deadline);
     error SubmitDeadlineNotReached(uint256 sessionId, uint64 deadline);
     error TrainingDeadlinePassed(uint256 sessionId, uint64 deadline);
@@ -168,6 +189,10 @@ contract Coordinator is EIP712, ReentrancyGuard {
     error AlreadySlashed(uint256 sessionId, address contributor);
     error SlashWindowClosed(uint256 sessionId, uint64 closedAt);
     error NothingToClaim(uint256 sessionId, address account);
+    /// @notice Past the submit deadline with quorum met, only `close` may move the session.
+    /// @param sessionId the session
+    /// @param submitDeadline when its submissions closed
+    error CancelAfterQuorum(uint256 sessionId, uint64 submitDeadline);
     error TransferFailed(address to, uint256 amount);
 
     constructor(EnclaveRegistry registry_, ModelNFT modelNft_, uint64 slashWindow_)
@@ -203,7 +228,7 @@ contract Coordinator is EIP712, ReentrancyGuard {
         s.trainingDeadline = p.trainingDeadline;
         s.enclaveId = p.enclaveId;
         s.minStake = p.minStake;
-        s.pool = msg.value;
+        s.pool = SafeCast.toUint128(msg.value);
         s.measurement = p.measurement;
         s.evalSetCommitment = p.evalSetCommitment;
         s.gateRulesHash = p.gateRulesHash;
@@ -225,11 +250,16 @@ contract Coordinator is EIP712, ReentrancyGuard {
         );
     }
 
-    /// @notice Cancel an open session; every stake and the pool become claimable in full.
+    /// @notice Cancel an open session before its submit deadline, or after it below quorum;
+    /// every stake and the pool become claimable in full. Once the deadline has passed with
+    /// quorum met, the contributors are owed training: only `close` moves the session then.
     function cancel(uint256 sessionId) external {
         Session storage s = _session(sessionId);
         if (msg.sender != s.owner) revert NotSessionOwner(sessionId, msg.sender);
         _requireState(sessionId, s, State.Open);
+        if (block.timestamp > s.submitDeadline && s.submitted >= s.quorum) {
+            revert CancelAfterQuorum(sessionId, s.submitDeadline);
+        }
         s.state = State.Cancelled;
         emit SessionCancelled(sessionId);
     }
@@ -237,7 +267,8 @@ contract Coordinator is EIP712, ReentrancyGuard {
     // ----------------------------------------------------------- contributor
 
     /// @notice Commit a ciphertext with a stake. Only allow-listed (when a list is set),
-    /// only while Open and before the submit deadline, once per address.
+    /// only while Open and before the submit deadline, once per address, with an HPKE
+    /// public key the enclave can seal to (see `HpkeKeys`).
     function submit(uint256 sessionId, bytes32 ciphertextHash, bytes calldata contributorHpkePublicKey)
         external
         payable
@@ -247,7 +278,7 @@ contract Coordinator is EIP712, ReentrancyGuard {
         if (block.timestamp > s.submitDeadline) revert SubmitDeadlinePassed(sessionId, s.submitDeadline);
         if (s.allowListed && !isAllowed[sessionId][msg.sender]) revert NotAllowListed(sessionId, msg.sender);
         if (ciphertextHash == bytes32(0)) revert EmptyCiphertextHash();
-        if (contributorHpkePublicKey.length == 0) revert EmptyHpkeKey();
+        HpkeKeys.check(contributorHpkePublicKey);
         if (msg.value < s.minStake) revert StakeTooLow(msg.value, s.minStake);
         if (msg.value > type(uint96).max) revert StakeTooHigh(msg.value);
         Contribution storage c = _contributions[sessionId][msg.sender];
@@ -315,7 +346,7 @@ contract Coordinator is EIP712, ReentrancyGuard {
         s.modelHash = modelHash;
         s.manifestHash = manifestHash;
         emit SessionFinalized(sessionId, modelHash, manifestHash, uint32(count), totalWeight);
-        modelNft.mintSession(sessionId, modelHash, manifestHash, s.enclaveSigner, accepted, sealedKeys);
+        modelNft.mintSession(sessionId, s.enclaveId, modelHash, manifestHash, accepted, sealedKeys);
     }
 
     // ------------------------------------------------------------------ anyone
@@ -359,19 +390,25 @@ contract Coordinator is EIP712, ReentrancyGuard {
         if (c.status != Status.Submitted) revert NotEligible(sessionId, cert.contributor, c.status);
         if (c.ciphertextHash != cert.ciphertextHash) revert CiphertextMismatch(cert.ciphertextHash, c.ciphertextHash);
         c.status = Status.Slashed;
+        ++s.slashedCount;
         s.pool += c.stake;
         emit Slashed(sessionId, cert.contributor, cert.reasonCode, cert.score, cert.evidenceHash, c.stake);
     }
 
     /// @notice Withdraw everything `msg.sender` is owed by a session: a returned stake,
     /// a reward share (accepted contributors), or the pool (owner, after cancel or expiry).
+    /// An accepted contributor's first claim once the pool is final settles it even when
+    /// nothing is left to pay, so that the last to settle can take the rounding dust.
     function claim(uint256 sessionId) external nonReentrant returns (uint256 amount) {
         Session storage s = _session(sessionId);
-        amount = _settleContributor(sessionId, s, msg.sender) + _settleOwner(s, msg.sender);
-        if (amount == 0) revert NothingToClaim(sessionId, msg.sender);
+        (uint256 due, bool settled) = _settleContributor(sessionId, s, msg.sender);
+        amount = due + _settleOwner(s, msg.sender);
+        if (amount == 0 && !settled) revert NothingToClaim(sessionId, msg.sender);
         emit Claimed(sessionId, msg.sender, amount);
-        (bool ok,) = payable(msg.sender).call{value: amount}("");
-        if (!ok) revert TransferFailed(msg.sender, amount);
+        if (amount > 0) {
+            (bool ok,) = payable(msg.sender).call{value: amount}("");
+            if (!ok) revert TransferFailed(msg.sender, amount);
+        }
     }
 
     // ------------------------------------------------------------------- views
@@ -417,26 +454,52 @@ contract Coordinator is EIP712, ReentrancyGuard {
             if (c.status == Status.Submitted) stake = c.stake;
         } else if (state == State.Finalized) {
             if (c.status == Status.Accepted) {
-                if (!c.stakePaid) stake = c.stake;
-                reward = (s.pool * c.weight) / s.totalWeight - c.rewardPaid;
+                if (c.payout == Payout.None) stake = c.stake;
+                if (c.payout != Payout.Settled) reward = _rewardDue(s, c);
             } else if (c.status == Status.Submitted && block.timestamp > s.finalizedAt + slashWindow) {
                 stake = c.stake;
             }
         }
     }
 
+    /// @dev An unsettled accepted contribution's reward now: its share of the pool so far,
+    /// or, for the last to settle a final pool, all the pool not yet paid. Every other
+    /// contribution settled at exactly its rounded-down share of that same pool, so the
+    /// rest is this one's share plus the rounding dust.
+    function _rewardDue(Session storage s, Contribution storage c) private view returns (uint256) {
+        if (_poolFinal(s) && s.settledCount + 1 == s.acceptedCount) return s.pool - s.poolPaid;
+        return (uint256(s.pool) * c.weight) / s.totalWeight - c.rewardPaid;
+    }
+
+    /// @dev Whether a finalized session's pool can no longer grow: no contribution is left
+    /// to slash, or the slash window has closed.
+    function _poolFinal(Session storage s) private view returns (bool) {
+        return s.submitted == s.acceptedCount + s.slashedCount || block.timestamp > s.finalizedAt + slashWindow;
+    }
+
+    /// @dev Pay out what `account` is owed as a contributor; `settled` when this claim
+    /// settled an accepted contribution on a final pool.
     function _settleContributor(uint256 sessionId, Session storage s, address account)
         private
-        returns (uint256)
+        returns (uint256 amount, bool settled)
     {
         Contribution storage c = _contributions[sessionId][account];
         (uint256 stake, uint256 reward) = _due(s, c);
         if (stake > 0) {
-            if (c.status == Status.Accepted) c.stakePaid = true;
+            if (c.status == Status.Accepted) c.payout = Payout.StakeReturned;
             else c.status = Status.Refunded;
         }
-        if (reward > 0) c.rewardPaid += SafeCast.toUint96(reward);
-        return stake + reward;
+        settled = s.state == State.Finalized && c.status == Status.Accepted && c.payout != Payout.Settled
+            && _poolFinal(s);
+        if (settled) {
+            c.payout = Payout.Settled;
+            ++s.settledCount;
+        }
+        if (reward > 0) {
+            c.rewardPaid += SafeCast.toUint96(reward);
+            s.poolPaid += uint128(reward); // at most pool - poolPaid: it fits
+        }
+        amount = stake + reward;
     }
 
     /// @dev Mark each accepted contribution with its weight; return the weights' sum.
@@ -463,6 +526,6 @@ contract Coordinator is EIP712, ReentrancyGuard {
     function _settleOwner(Session storage s, address account) private returns (uint256 due) {
         if (account != s.owner) return 0;
         due = _ownerDue(s);
-        s.poolPaid += due;
+        s.poolPaid += uint128(due); // pool - poolPaid: it fits
     }
 }

@@ -4,18 +4,20 @@ pragma solidity ^0.8.28;
 import {ERC721} from "@openzeppelin/contracts/token/ERC721/ERC721.sol";
 import {EIP712} from "@openzeppelin/contracts/utils/cryptography/EIP712.sol";
 import {ECDSA} from "@openzeppelin/contracts/utils/cryptography/ECDSA.sol";
+import {EnclaveRegistry} from "./EnclaveRegistry.sol";
 
 /// @title ModelNFT
 /// @notice One token per accepted contributor per session (the ERC-7857 shape): a token
 /// names the encrypted model and its manifest; the model key sealed to the holder is
 /// published in `PublishedSealedKey`, not stored. Ownership moves only with access:
 /// `iTransferFrom` needs the session enclave's statement that it re-sealed the key to the
-/// receiver, and plain ERC-721 transfers are disabled.
+/// receiver, and refuses once the registry has revoked that enclave; plain ERC-721
+/// transfers are disabled.
 contract ModelNFT is ERC721, EIP712 {
     struct ModelRecord {
         bytes32 modelHash;
         bytes32 manifestHash;
-        address enclaveSigner;
+        uint256 enclaveId;
         uint32 tokenCount;
     }
 
@@ -24,12 +26,16 @@ contract ModelNFT is ERC721, EIP712 {
     );
 
     address public immutable deployer;
+    /// @notice Where a session's enclave is looked up (signer, revocation) at each transfer.
+    EnclaveRegistry public immutable registry;
     address public minter;
     mapping(uint256 sessionId => ModelRecord) private _models;
     mapping(uint256 tokenId => uint256) public transferNonce;
 
     event MinterSet(address indexed minter);
-    event ModelRecorded(uint256 indexed sessionId, bytes32 modelHash, bytes32 manifestHash, address enclaveSigner);
+    event ModelRecorded(
+        uint256 indexed sessionId, uint256 indexed enclaveId, bytes32 modelHash, bytes32 manifestHash
+    );
     event PublishedSealedKey(uint256 indexed tokenId, address indexed holder, bytes sealedKey);
 
     error NotDeployer();
@@ -40,9 +46,13 @@ contract ModelNFT is ERC721, EIP712 {
     error UseITransferFrom();
     error InvalidResealProof(address recovered, address expected);
     error EmptySealedKey();
+    /// @notice The enclave of the token's session has been revoked: it vouches for no transfer.
+    /// @param enclaveId the revoked enclave
+    error EnclaveRevoked(uint256 enclaveId);
 
-    constructor() ERC721("cotune model", "COTUNE") EIP712("cotune ModelNFT", "1") {
+    constructor(EnclaveRegistry registry_) ERC721("cotune model", "COTUNE") EIP712("cotune ModelNFT", "1") {
         deployer = msg.sender;
+        registry = registry_;
     }
 
     /// @notice Name the one contract allowed to mint (the Coordinator); settable once.
@@ -63,21 +73,22 @@ contract ModelNFT is ERC721, EIP712 {
         return tokenId >> 32;
     }
 
-    /// @notice Mint one token per holder for a finalized session, publishing each sealed key.
+    /// @notice Mint one token per holder for a finalized session of enclave `enclaveId`
+    /// (a registered enclave, hence not 0), publishing each sealed key.
     function mintSession(
         uint256 sessionId,
+        uint256 enclaveId,
         bytes32 modelHash,
         bytes32 manifestHash,
-        address enclaveSigner,
         address[] calldata holders,
         bytes[] calldata sealedKeys
     ) external {
         if (msg.sender != minter) revert NotMinter(msg.sender);
         if (holders.length != sealedKeys.length) revert LengthMismatch();
         ModelRecord storage record = _models[sessionId];
-        if (record.enclaveSigner != address(0)) revert ModelAlreadyRecorded(sessionId);
-        _models[sessionId] = ModelRecord(modelHash, manifestHash, enclaveSigner, uint32(holders.length));
-        emit ModelRecorded(sessionId, modelHash, manifestHash, enclaveSigner);
+        if (record.enclaveId != 0) revert ModelAlreadyRecorded(sessionId);
+        _models[sessionId] = ModelRecord(modelHash, manifestHash, enclaveId, uint32(holders.length));
+        emit ModelRecorded(sessionId, enclaveId, modelHash, manifestHash);
         for (uint256 i = 0; i < holders.length; ++i) {
             uint256 tokenId = tokenIdFor(sessionId, i);
             _mint(holders[i], tokenId);
@@ -112,7 +123,8 @@ contract ModelNFT is ERC721, EIP712 {
     }
 
     /// @notice Transfer a token with its access: `proof` is the session enclave's EIP-712
-    /// signature that `sealedKeyForReceiver` seals the model key to the receiver.
+    /// signature that `sealedKeyForReceiver` seals the model key to the receiver. The
+    /// enclave must not be revoked: a revoked enclave's keys may be in anyone's hands.
     function iTransferFrom(
         address from,
         address to,
@@ -122,10 +134,13 @@ contract ModelNFT is ERC721, EIP712 {
     ) external {
         if (to == address(0)) revert ERC721InvalidReceiver(address(0));
         if (sealedKeyForReceiver.length == 0) revert EmptySealedKey();
-        address expected = _models[sessionOf(tokenId)].enclaveSigner;
+        uint256 enclaveId = _models[sessionOf(tokenId)].enclaveId;
+        if (enclaveId == 0) revert ERC721NonexistentToken(tokenId);
+        (address expected,, bool revoked) = registry.signerOf(enclaveId);
+        if (revoked) revert EnclaveRevoked(enclaveId);
         (address recovered, ECDSA.RecoverError err,) =
             ECDSA.tryRecover(resealDigest(tokenId, from, to, sealedKeyForReceiver), proof);
-        if (err != ECDSA.RecoverError.NoError || recovered != expected || expected == address(0)) {
+        if (err != ECDSA.RecoverError.NoError || recovered != expected) {
             revert InvalidResealProof(recovered, expected);
         }
         ++transferNonce[tokenId];

@@ -14,6 +14,8 @@ import pytest
 import torch
 from hypothesis import HealthCheck, settings
 
+from cotune.chain.devnet import free_port, start_anvil
+
 torch.set_num_threads(1)
 
 settings.register_profile(
@@ -39,3 +41,15 @@ def cotune_home(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
         os.environ.pop("COTUNE_HOME", None)
     else:
         os.environ["COTUNE_HOME"] = previous
+
+
+@pytest.fixture(scope="session")
+def anvil_url() -> Iterator[str]:
+    """One anvil for the whole session, on a free loopback port, stopped at the end."""
+    port = free_port()
+    proc = start_anvil(port)
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        proc.terminate()
+        proc.wait(timeout=20)

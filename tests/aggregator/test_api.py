@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import threading
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -14,7 +15,7 @@ from eth_account.signers.local import LocalAccount
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
 
-from cotune.aggregator.api import create_app
+from cotune.aggregator.api import FOLLOWERS_RETRY_AFTER_SECONDS, LogFollowers, create_app
 from cotune.aggregator.enclave import DEV_MODE_WARNING
 from cotune.aggregator.service import Aggregator, AggregatorConfig
 from cotune.aggregator.state import Stage
@@ -125,6 +126,12 @@ def test_health_before_and_after_registration(setup: Setup, client: TestClient) 
     assert body["warning"] == DEV_MODE_WARNING
     setup.register()
     assert client.get("/health").json()["enclave_registered"] is True
+
+
+def test_limits_show_the_operators_caps(setup: Setup, client: TestClient) -> None:
+    body = client.get("/limits").json()
+    assert body == setup.aggregator.config.limits.to_dict()
+    assert body["max_contributors"] > 0 and body["max_session_seconds"] is None
 
 
 def test_enclave_unregistered(setup: Setup, client: TestClient) -> None:
@@ -301,3 +308,143 @@ def test_logs_sse_over_http_follows_a_live_session(setup: Setup, server: str) ->
     assert [i for i, _ in resumed] == [m.line_id for m in more]
     assert [i for i, _ in read_stream(f"{url}?after={more[0].line_id}")] == [more[1].line_id]
     assert read_stream(f"{url}?after={more[1].line_id}") == []
+
+
+# --- ids out of the store's range -----------------------------------------------------------
+
+
+def test_ids_beyond_the_store_are_refused_not_500(setup: Setup, client: TestClient) -> None:
+    finished_session(setup)
+    huge = str(10**30)
+    for path in (f"/sessions/{huge}", f"/sessions/{huge}/report", f"/sessions/{huge}/logs"):
+        assert client.get(path).status_code == 422, path
+    logs = f"/sessions/{SESSION}/logs"
+    assert client.get(logs, params={"after": huge}).status_code == 422
+    for header in ("9" * 30, "9" * 5000, str(2**63), "0x10", "+5", "1_0", "-1"):
+        answer = client.get(logs, headers={"Last-Event-ID": header})
+        assert answer.status_code == 400, header[:30]
+        assert "Last-Event-ID must be a log line id" in answer.json()["detail"]
+    assert client.get(logs, headers={"Last-Event-ID": str(2**63 - 1)}).text == ""
+
+
+# --- log followers: caps, slots freed on disconnect, idle followers are cheap ---------------
+
+
+class Follower(threading.Thread):
+    """Follows a session's log over HTTP in its own thread, recording every message."""
+
+    def __init__(self, url: str) -> None:
+        super().__init__(daemon=True)
+        self.url = url
+        self.status: int | None = None
+        self.messages: list[str] = []
+        self._seen = threading.Condition()
+
+    def run(self) -> None:
+        with httpx.Client(timeout=30) as http, http.stream("GET", self.url) as response:
+            with self._seen:
+                self.status = response.status_code
+                self._seen.notify_all()
+            buffer = ""
+            for chunk in response.iter_text():
+                buffer += chunk
+                *blocks, buffer = buffer.split("\n\n")
+                for _, data in parse_events("\n\n".join(blocks) + "\n\n"):
+                    with self._seen:
+                        self.messages.append(data["message"])
+                        self._seen.notify_all()
+
+    def wait_for(self, message: str, timeout: float = 15) -> bool:
+        with self._seen:
+            return self._seen.wait_for(lambda: message in self.messages, timeout)
+
+
+@contextmanager
+def serving(app: FastAPI) -> Iterator[str]:
+    running = serve_in_background(app)
+    try:
+        yield f"http://127.0.0.1:{running.port}"
+    finally:
+        running.stop()
+        assert not running.thread.is_alive()
+
+
+def test_followers_per_client_are_capped_and_freed_on_disconnect(setup: Setup) -> None:
+    state = setup.aggregator.state
+    state.enqueue(SESSION)
+    state.log(SESSION, "started")
+    app = create_app(setup.aggregator, max_followers_per_client=2, max_followers=10)
+    followers: LogFollowers = app.state.log_followers
+    with serving(app) as base, httpx.Client(timeout=10) as http:
+        url = f"{base}/sessions/{SESSION}/logs"
+        with http.stream("GET", url) as first, http.stream("GET", url) as second:
+            assert first.status_code == second.status_code == 200
+            assert followers.counts().total == 2
+            for params in ({}, {"follow": "false"}):  # every open stream takes a slot
+                refused = http.get(url, params=params)
+                assert refused.status_code == 429
+                assert refused.headers["retry-after"] == str(FOLLOWERS_RETRY_AFTER_SECONDS)
+                assert "already follows 2 log streams" in refused.json()["detail"]
+            # The streams that got in still follow the session.
+            state.log(SESSION, "still here")
+            lines = first.iter_lines()
+            assert any("still here" in line for line in lines)
+        # Both clients hung up mid-stream: their slots come back.
+        assert followers.wait_for(lambda counts: counts.total == 0, timeout=10)
+        with http.stream("GET", url) as again:
+            assert again.status_code == 200
+    assert followers.wait_for(lambda counts: counts.total == 0, timeout=10)
+
+
+def test_followers_in_all_are_capped(setup: Setup) -> None:
+    state = setup.aggregator.state
+    state.enqueue(SESSION)
+    app = create_app(setup.aggregator, max_followers_per_client=5, max_followers=2)
+    with serving(app) as base, httpx.Client(timeout=10) as http:
+        url = f"{base}/sessions/{SESSION}/logs"
+        with http.stream("GET", url) as first, http.stream("GET", url) as second:
+            assert first.status_code == second.status_code == 200
+            refused = http.get(url)
+            assert refused.status_code == 429
+            assert "already serves 2 log streams" in refused.json()["detail"]
+            assert int(refused.headers["retry-after"]) > 0
+    with pytest.raises(ValueError, match="at least 1"):
+        create_app(setup.aggregator, max_followers=0)
+
+
+def test_idle_followers_do_not_poll_the_store_and_wake_on_a_line(
+    setup: Setup, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    state = setup.aggregator.state
+    state.enqueue(SESSION)
+    state.log(SESSION, "started")
+    reads = {"n": 0}
+    for name in ("get", "logs"):
+        original = getattr(state, name)
+
+        def counted(*args: Any, _original: Any = original) -> Any:
+            reads["n"] += 1
+            return _original(*args)
+
+        monkeypatch.setattr(state, name, counted)
+    app = create_app(setup.aggregator, max_followers_per_client=16)
+    with serving(app) as base:
+        crowd = [Follower(f"{base}/sessions/{SESSION}/logs") for _ in range(16)]
+        for follower in crowd:
+            follower.start()
+        assert all(f.wait_for("started") for f in crowd)
+        before = reads["n"]
+        # Measuring idleness takes time, not an event: one second of 16 idle followers.
+        # Polling each every 0.2 s would read the store 160 times; one watcher, backing
+        # off, reads it about 8 times (a bound far from both, for a loaded machine).
+        threading.Event().wait(1.0)
+        assert reads["n"] - before <= 40, reads["n"] - before
+        state.log(SESSION, "a line for everyone")
+        assert all(f.wait_for("a line for everyone") for f in crowd)
+        state.advance(SESSION, Stage.UPLOADED, RESULT)
+        state.advance(SESSION, Stage.DONE)
+        for follower in crowd:
+            follower.join(timeout=15)
+            assert not follower.is_alive() and follower.status == 200
+    followers: LogFollowers = app.state.log_followers
+    assert followers.counts().total == 0

@@ -9,6 +9,7 @@ from typing import Any
 import pytest
 
 from cotune.aggregator.spec import (
+    MAX_DOCUMENT_BYTES,
     SessionSpec,
     SpecError,
     canonical,
@@ -94,6 +95,12 @@ def test_missing_digest_is_refused(store: LocalStore) -> None:
         fetch_rules(store, missing)
     with pytest.raises(SpecError):
         fetch_document(store, missing, "thing")
+
+
+def test_a_huge_document_is_refused_unread(store: LocalStore) -> None:
+    huge = store.put(io.BytesIO(b" " * (MAX_DOCUMENT_BYTES + 1)))
+    with pytest.raises(SpecError, match="over the cap of 1,048,576"):
+        fetch_document(store, huge.digest, "training spec")
 
 
 @pytest.mark.parametrize(

@@ -2,6 +2,7 @@
 
 import itertools
 import json
+import sqlite3
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -256,6 +257,8 @@ def test_to_dict_is_json(store: SqliteStateStore) -> None:
         "attempts",
         "error",
         "timestamps",
+        "not_before",
+        "faults",
         "result",
     }
 
@@ -298,3 +301,58 @@ def test_advance_result_is_the_union_of_all_results(
         assert set(record.timestamps) == {"queued"} | {s.value for s, _ in steps}
     finally:
         opened.close()
+
+
+# ---- retries --------------------------------------------------------------------------------
+
+
+def test_an_outage_gives_the_attempt_back_and_counts_a_fault(store: SqliteStateStore) -> None:
+    store.enqueue(3)
+    store.note_attempt(3, "started")
+    record = store.retry_later(3, "StorageError: timeout", 123.0, infrastructure=True)
+    assert (record.attempts, record.faults, record.not_before) == (0, 1, 123.0)
+    assert record.error == "StorageError: timeout"
+    assert record.stage is Stage.QUEUED
+    store.note_attempt(3, "started")
+    record = store.retry_later(3, "ValueError: bug", 456.0, infrastructure=False)
+    assert (record.attempts, record.faults, record.not_before) == (1, 0, 456.0)
+
+
+def test_progress_clears_the_retry_state(store: SqliteStateStore) -> None:
+    store.enqueue(4)
+    store.retry_later(4, "StorageError: down", 99.0, infrastructure=True)
+    record = store.advance(4, Stage.UPLOADED)
+    assert (record.faults, record.not_before, record.error) == (0, 0.0, None)
+
+
+def test_reset_attempts(store: SqliteStateStore) -> None:
+    store.enqueue(5)
+    for _ in range(3):
+        store.note_attempt(5, "started")
+    store.retry_later(5, "x", 10.0, infrastructure=False)
+    store.reset_attempts(5)
+    record = store.get(5)
+    assert record is not None
+    assert (record.attempts, record.faults, record.not_before) == (0, 0, 0.0)
+
+
+def test_a_database_from_an_older_release_gains_the_new_columns(tmp_path: Path) -> None:
+    path = tmp_path / "old.db"
+    old = sqlite3.connect(path)
+    old.executescript(
+        "CREATE TABLE sessions (session_id INTEGER PRIMARY KEY, stage TEXT NOT NULL, "
+        "created_at REAL NOT NULL, updated_at REAL NOT NULL, attempts INTEGER NOT NULL "
+        "DEFAULT 0, error TEXT, result TEXT NOT NULL DEFAULT '{}', timestamps TEXT NOT NULL "
+        "DEFAULT '{}');"
+        "INSERT INTO sessions (session_id, stage, created_at, updated_at, attempts) "
+        "VALUES (9, 'queued', 1.0, 1.0, 2);"
+    )
+    old.commit()
+    old.close()
+    store = SqliteStateStore(path)
+    try:
+        record = store.get(9)
+        assert record is not None
+        assert (record.attempts, record.faults, record.not_before) == (2, 0, 0.0)
+    finally:
+        store.close()

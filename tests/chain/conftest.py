@@ -2,13 +2,12 @@
 
 Shared types and helpers live in ``chain_fixtures`` (import it by that name).
 
-Anvil is started once per test session on a free loopback port and stopped at the end.
+Anvil is the session's shared one (``anvil_url`` in the root conftest).
 """
 
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
 
 import pytest
 from chain_fixtures import Enclave
@@ -16,20 +15,8 @@ from eth_account import Account
 from eth_account.signers.local import LocalAccount
 
 from cotune.chain import Chain, Contracts, Deployment, connect, deploy_all
-from cotune.chain.devnet import free_port, start_anvil
 
 BACKENDS = ["embedded", "anvil"]
-
-
-@pytest.fixture(scope="session")
-def anvil_url() -> Iterator[str]:
-    port = free_port()
-    proc = start_anvil(port)
-    try:
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        proc.terminate()
-        proc.wait(timeout=20)
 
 
 @pytest.fixture(params=BACKENDS)

@@ -20,10 +20,12 @@ from eth_utils.address import to_canonical_address
 from eth_utils.crypto import keccak
 
 from cotune.chain import (
+    MAX_CONTRIBUTORS,
     Chain,
     Contracts,
     ContributionStatus,
     CoordinatorClient,
+    Payout,
     RejectionCertificate,
     RevertError,
     SessionState,
@@ -213,6 +215,20 @@ def claim(chain: Chain, contracts: Contracts, account: LocalAccount, session_id:
     return amount
 
 
+def settle(chain: Chain, contracts: Contracts, account: LocalAccount, session_id: int) -> int:
+    """Claim as an accepted contributor of a final pool: it settles, whatever it pays."""
+    coordinator = contracts.coordinator
+    due = coordinator.claimable(session_id, account.address)
+    held = chain.balance(coordinator.address)
+    assert coordinator.contribution(session_id, account.address).payout is not Payout.SETTLED
+    amount = coordinator.as_account(account).claim(session_id)
+    assert amount == due
+    assert coordinator.contribution(session_id, account.address).payout is Payout.SETTLED
+    assert chain.balance(coordinator.address) == held - amount
+    assert_nothing_to_claim(contracts, account, session_id)
+    return amount
+
+
 def assert_nothing_to_claim(contracts: Contracts, account: LocalAccount, session_id: int) -> None:
     assert contracts.coordinator.claimable(session_id, account.address) == 0
     with reverts(
@@ -343,10 +359,11 @@ def test_create_session_records_parameters_and_emits_session_created(
     ]
     assert chain.balance(coordinator.address) == POOL
 
-    second = open_session(chain, contracts, enclave, quorum=256, max_contributors=256)
+    most = MAX_CONTRIBUTORS
+    second = open_session(chain, contracts, enclave, quorum=most, max_contributors=most)
     assert second == coordinator.session_count() == 2
     assert not coordinator.session(second).allow_listed
-    assert coordinator.session(second).max_contributors == 256
+    assert coordinator.session(second).max_contributors == most
     assert coordinator.contribution(second, contributors[0].address).status is (
         ContributionStatus.NONE
     )
@@ -371,11 +388,13 @@ def test_create_session_reverts(chain: Chain, contracts: Contracts, enclave: Enc
     ):
         coordinator.create_session(session_params(chain, enclave, measurement=other))
 
-    for quorum, most in ((0, 3), (4, 3), (1, 257), (257, 257)):
+    over = MAX_CONTRIBUTORS + 1
+    for quorum, most in ((0, 3), (4, 3), (1, over), (over, over)):
         with reverts(
             "createSession",
             "InvalidQuorum",
-            f"quorum {quorum} must be between 1 and max contributors {most} (at most 256)",
+            f"quorum {quorum} must be between 1 and max contributors {most} "
+            f"(at most {MAX_CONTRIBUTORS})",
             quorum=quorum,
             maxContributors=most,
         ):
@@ -450,10 +469,10 @@ def test_submit_emits_submitted_and_reaching_max_contributors_starts_training(
             ContributionStatus.SUBMITTED,
             ciphertext(session_id, account),
         )
-        assert (contribution.reward_paid, contribution.weight, contribution.stake_paid) == (
+        assert (contribution.reward_paid, contribution.weight, contribution.payout) == (
             0,
             0,
-            False,
+            Payout.NONE,
         )
     info = coordinator.session(session_id)
     assert (info.state, info.submitted) == (SessionState.TRAINING, 3)
@@ -491,7 +510,14 @@ def test_submit_reverts(
         submit(contracts, outsider, session_id)
     with reverts("submit", "EmptyCiphertextHash", "the ciphertext hash is zero"):
         coordinator.submit(session_id, bytes(32), hpke_key(first), stake=STAKE)
-    with reverts("submit", "EmptyHpkeKey", "the HPKE public key is empty"):
+    with reverts(
+        "submit",
+        "InvalidHpkeKey",
+        "an HPKE public key of 0 bytes with KEM id 0x0000 is not supported: expected KEM "
+        "0x0020 with 34 bytes (X25519) or 0x647a with 1218 bytes (ML-KEM-768 + X25519)",
+        kemId=b"\x00\x00",
+        length=0,
+    ):
         coordinator.submit(session_id, ciphertext(session_id, first), b"", stake=STAKE)
     for low in (0, STAKE - 1):
         with reverts(
@@ -511,7 +537,7 @@ def test_submit_reverts(
         sessionId=session_id,
         contributor=first.address,
     ):
-        coordinator.submit(session_id, keccak(text="second try"), b"k", stake=2 * STAKE)
+        coordinator.submit(session_id, keccak(text="second try"), hpke_key(second), stake=STAKE)
 
     move_past(chain, deadline)
     with reverts(
@@ -571,6 +597,24 @@ def test_submit_stake_must_fit_in_96_bits(
 
     submit(contracts, whale, session_id, 2**96 - 1)
     assert contracts.coordinator.contribution(session_id, whale.address).stake == 2**96 - 1
+
+
+def test_reward_pool_must_fit_in_128_bits(
+    chain: Chain, contracts: Contracts, enclave: Enclave
+) -> None:
+    whale: LocalAccount = Account.create()
+    set_balance(chain, whale.address, 2**129)
+    coordinator = contracts.coordinator.as_account(whale)
+    with reverts(
+        "createSession",
+        "SafeCastOverflowedUintDowncast",
+        f"value {2**128} does not fit in 128 bits",
+        bits=128,
+        value=2**128,
+    ):
+        coordinator.create_session(session_params(chain, enclave), reward_pool=2**128)
+    session_id = coordinator.create_session(session_params(chain, enclave), reward_pool=2**127)
+    assert coordinator.session(session_id).pool == 2**127
 
 
 def test_submit_reverting_on_chain_after_estimation_keeps_its_reason(
@@ -712,6 +756,52 @@ def test_cancel_refunds_every_stake_and_the_pool(
         required=SessionState.OPEN,
     ):
         coordinator.cancel(training)
+
+
+def test_cancel_cannot_front_run_close_once_quorum_is_met(
+    chain: Chain,
+    contracts: Contracts,
+    enclave: Enclave,
+    deployer: LocalAccount,
+    contributors: list[LocalAccount],
+) -> None:
+    coordinator = contracts.coordinator
+    met = open_session(chain, contracts, enclave, pool=POOL)  # quorum 2 of 3
+    short = open_session(chain, contracts, enclave, pool=POOL)
+    early = open_session(chain, contracts, enclave, pool=POOL)
+    for account in contributors[:2]:
+        submit(contracts, account, met)
+        submit(contracts, account, early)
+    submit(contracts, contributors[2], short)
+
+    # Before the deadline the owner may cancel even with quorum met: nobody is owed
+    # training yet, and every stake comes back.
+    assert emitted(coordinator.cancel(early), coordinator) == [
+        (SessionCancelled, {"session_id": early})
+    ]
+    deadline = coordinator.session(met).submit_deadline
+    move_past(chain, deadline)
+    with reverts(
+        "cancel",
+        "CancelAfterQuorum",
+        f"session {met} met its quorum and its submit deadline ({deadline}) has passed: "
+        "it can no longer be cancelled, only closed",
+        sessionId=met,
+        submitDeadline=deadline,
+    ):
+        coordinator.cancel(met)
+    assert coordinator.session(met).state is SessionState.OPEN
+    # Below quorum after the deadline the owner may still cancel (close would expire it).
+    assert emitted(coordinator.cancel(short), coordinator) == [
+        (SessionCancelled, {"session_id": short})
+    ]
+    assert emitted(coordinator.as_account(contributors[4]).close(met), coordinator) == [
+        (QuorumReached, {"session_id": met, "submitted": 2})
+    ]
+    assert claim(chain, contracts, contributors[2], short) == STAKE
+    assert claim(chain, contracts, deployer, short) == POOL
+    assert claim(chain, contracts, deployer, early) == POOL
+    assert chain.balance(coordinator.address) == POOL + 2 * STAKE + 2 * STAKE
 
 
 # ----------------------------------------------------------------------------- expire
@@ -935,14 +1025,85 @@ def test_finalize_mints_and_pays_the_pool_with_slashed_stakes_by_weight(
     assert claim(chain, contracts, a, session_id) == STAKE // 4  # a's share of d's stake
     assert claim(chain, contracts, b, session_id) == STAKE + 3 * (POOL + 2 * STAKE) // 4
     contribution = coordinator.contribution(session_id, a.address)
-    assert (contribution.stake_paid, contribution.reward_paid) == (True, (POOL + 2 * STAKE) // 4)
+    assert (contribution.payout, contribution.reward_paid) == (
+        Payout.STAKE_RETURNED,
+        (POOL + 2 * STAKE) // 4,
+    )
     assert_nothing_to_claim(contracts, d, session_id)
     assert_nothing_to_claim(contracts, e, session_id)
 
     move_past(chain, finalized_at + SLASH_WINDOW)
     assert claim(chain, contracts, e, session_id) == STAKE  # unslashed: reclaimed after window
     assert coordinator.contribution(session_id, e.address).status is ContributionStatus.REFUNDED
+    # The pool is final now: a and b settle (the shares divide the pool: nothing left).
+    for account in (a, b):
+        assert settle(chain, contracts, account, session_id) == 0
+    assert coordinator.session(session_id).settled_count == 2
     for account in (deployer, a, b, c, d):
+        assert_nothing_to_claim(contracts, account, session_id)
+    assert chain.balance(coordinator.address) == 0
+
+
+@pytest.mark.parametrize(
+    ("weights", "plan"),
+    [
+        ((1, 1, 1), "slash_before_finalize"),
+        ((2, 3, 5), "slash_between_claims"),
+        ((7, 1, 13), "window_closes"),
+    ],
+)
+def test_a_fully_claimed_session_leaves_no_dust(
+    chain: Chain,
+    contracts: Contracts,
+    enclave: Enclave,
+    deployer: LocalAccount,
+    contributors: list[LocalAccount],
+    weights: tuple[int, int, int],
+    plan: str,
+) -> None:
+    """Weights that do not divide the pool: the last accepted claimer takes the dust."""
+    pool = POOL + 2
+    a, b, c, rejected = contributors[:4]
+    coordinator = contracts.coordinator
+    session_id = training_session(chain, contracts, enclave, contributors[:4], pool=pool)
+    rejection = certificate(session_id, rejected)
+    if plan == "slash_before_finalize":
+        slash(contracts, enclave, rejection, deployer)
+    accepted = [a, b, c]
+    result = finalize(contracts, enclave, session_id, [x.address for x in accepted], weights)
+    finalized_at = int(chain.w3.eth.get_block(result.block_number)["timestamp"])
+    total = sum(weights)
+    got = dict.fromkeys((x.address for x in accepted), 0)
+
+    if plan == "slash_before_finalize":
+        final_pool = pool + STAKE
+        order = [a, b, c]
+    else:
+        # a claims while the rejected stake may still join the pool: its share so far
+        first = claim(chain, contracts, a, session_id)
+        assert first == STAKE + pool * weights[0] // total
+        got[a.address] = first
+        if plan == "slash_between_claims":
+            slash(contracts, enclave, rejection, deployer)
+            final_pool = pool + STAKE
+            order = [b, c, a]
+        else:
+            move_past(chain, finalized_at + SLASH_WINDOW)
+            assert claim(chain, contracts, rejected, session_id) == STAKE
+            final_pool = pool
+            order = [b, a, c]  # a's share did not grow: it settles for 0 wei
+    shares = {x.address: final_pool * w // total for x, w in zip(accepted, weights, strict=True)}
+    dust = final_pool - sum(shares.values())
+    assert dust > 0
+    for account in order:
+        got[account.address] += settle(chain, contracts, account, session_id)
+        assert got[account.address] == STAKE + shares[account.address] + (
+            dust if account is order[-1] else 0
+        )
+    assert sum(got.values()) == 3 * STAKE + final_pool
+    info = coordinator.session(session_id)
+    assert (info.pool, info.pool_paid, info.settled_count) == (final_pool, final_pool, 3)
+    for account in (*accepted, rejected, deployer):
         assert_nothing_to_claim(contracts, account, session_id)
     assert chain.balance(coordinator.address) == 0
 

@@ -6,6 +6,7 @@ from pathlib import Path
 from typer.testing import CliRunner
 
 from cotune.chain import Contracts, Deployment, SessionParams, SessionState, connect
+from cotune.chain.deployment import RECORD_VERSION
 from cotune.chain.devnet import free_port
 from cotune.cli.app import app
 
@@ -34,11 +35,10 @@ def test_devnet_survives_restart(tmp_path: Path) -> None:
         deployment = Deployment.load(Path(home) / "deployment.json")
         owner = chain.dev_accounts[0]
         contracts = Contracts.at(chain, deployment, owner)
-        evidence = contracts.verifier.attest(
-            owner, owner.address, b"\x00\x20" + bytes(32), bytes(32)
-        )
+        hpke_key = b"\x00\x20" + bytes(range(32))
+        evidence = contracts.verifier.attest(owner, owner.address, hpke_key, bytes(32))
         enclave_id = contracts.registry.register(
-            owner.address, b"\x00\x20" + bytes(32), bytes(32), deployment.dev_verifier, evidence
+            owner.address, hpke_key, bytes(32), deployment.dev_verifier, evidence
         )
         now = chain.timestamp()
         session_id = contracts.coordinator.create_session(
@@ -62,6 +62,26 @@ def test_devnet_survives_restart(tmp_path: Path) -> None:
     finally:
         runner.invoke(app, ["devnet", "down", "--home", home])
     assert _cli("down", "--home", home)["stopped"] is False
+
+
+def test_up_redeploys_over_a_record_from_an_older_release(tmp_path: Path) -> None:
+    home = tmp_path / "devnet"
+    port = str(free_port())
+    try:
+        first = _cli("up", "--home", str(home), "--port", port)
+        record = home / "deployment.json"
+        older = json.loads(record.read_text()) | {"version": RECORD_VERSION - 1}
+        record.write_text(json.dumps(older))
+
+        again = _cli("up", "--home", str(home), "--port", port)
+        assert again["deployed_now"] is True
+        redeployed = Deployment.load(record)
+        assert redeployed.version == RECORD_VERSION
+        assert redeployed.coordinator != older["coordinator"]
+        assert again["contracts"] != first["contracts"]
+        redeployed.check(connect(str(again["url"])))
+    finally:
+        runner.invoke(app, ["devnet", "down", "--home", str(home)])
 
 
 def test_status_without_devnet(tmp_path: Path) -> None:

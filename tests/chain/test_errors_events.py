@@ -409,7 +409,7 @@ def test_deployment_json_round_trip(tmp_path: Path) -> None:
     assert text.endswith("\n")
     raw = json.loads(text)
     assert list(raw) == sorted(raw)
-    assert raw["version"] == 2
+    assert raw["version"] == 3
     assert Deployment.from_dict(raw) == record
     path = tmp_path / "deployment.json"
     record.save(path)
@@ -434,7 +434,7 @@ def test_from_dict_names_a_missing_or_mistyped_field(field: str) -> None:
         assert str(info.value).startswith("my.json: ")
 
 
-@pytest.mark.parametrize("version", [None, 0, 1, "2"])
+@pytest.mark.parametrize("version", [None, 0, 1, 2, "3"])
 def test_from_dict_refuses_other_versions(version: object) -> None:
     raw = json.loads(_deployment().to_json())
     raw["version"] = version

@@ -4,7 +4,8 @@ Tokens are minted by ``Coordinator.finalize`` (one per accepted contributor, id
 ``(session_id << 32) | index``) with the model key sealed to each holder published in
 ``PublishedSealedKey``. Ownership moves only with ``iTransferFrom`` and the session
 enclave's EIP-712 re-seal proof, which names the token, both parties, the new sealed
-key and the token's transfer nonce, under a domain naming this chain and contract.
+key and the token's transfer nonce, under a domain naming this chain and contract; and
+only while the registry has not revoked that enclave.
 """
 
 from __future__ import annotations
@@ -147,8 +148,11 @@ def minted(
 # ------------------------------------------------------------------------ minter
 
 
-def test_set_minter_once_by_deployer(chain: Chain, deployer: LocalAccount) -> None:
-    nft, deployed = ModelNftClient.deploy(chain, deployer)
+def test_set_minter_once_by_deployer(
+    chain: Chain, contracts: Contracts, deployer: LocalAccount
+) -> None:
+    nft, deployed = ModelNftClient.deploy(chain, deployer, contracts.registry.address)
+    assert nft.contract.functions.registry().call() == contracts.registry.address
     assert deployed.events == []
     assert nft.minter() == ZERO_ADDRESS
     outsider, minter = chain.dev_accounts[6], chain.dev_accounts[7]
@@ -166,11 +170,13 @@ def test_set_minter_once_by_deployer(chain: Chain, deployer: LocalAccount) -> No
     assert nft.minter() == minter.address
 
 
-def test_mint_session_only_by_minter(chain: Chain, deployer: LocalAccount) -> None:
-    nft, _ = ModelNftClient.deploy(chain, deployer)
+def test_mint_session_only_by_minter(
+    chain: Chain, contracts: Contracts, deployer: LocalAccount
+) -> None:
+    nft, _ = ModelNftClient.deploy(chain, deployer, contracts.registry.address)
     minter, a, b = chain.dev_accounts[7], chain.dev_accounts[8], chain.dev_accounts[9]
     nft.set_minter(minter.address)
-    session_id, model, manifest, signer = 7, os.urandom(32), os.urandom(32), Account.create()
+    session_id, enclave_id, model, manifest = 7, 3, os.urandom(32), os.urandom(32)
     keys = [b"ka", b"kb"]
 
     def mint(caller: LocalAccount, holders: list[str], sealed: list[bytes]) -> TxResult:
@@ -180,9 +186,9 @@ def test_mint_session_only_by_minter(chain: Chain, deployer: LocalAccount) -> No
             nft,
             "mintSession",
             session_id,
+            enclave_id,
             model,
             manifest,
-            signer.address,
             holders,
             sealed,
         )
@@ -206,7 +212,7 @@ def test_mint_session_only_by_minter(chain: Chain, deployer: LocalAccount) -> No
         model,
         manifest,
     )
-    assert recorded.enclave_signer == signer.address
+    assert recorded.enclave_id == enclave_id
     token_ids = [nft.token_id_for(session_id, i) for i in range(2)]
     assert [(t.from_, t.to, t.token_id) for t in result.all(Transfer)] == [
         (ZERO_ADDRESS, a.address, token_ids[0]),
@@ -216,7 +222,7 @@ def test_mint_session_only_by_minter(chain: Chain, deployer: LocalAccount) -> No
         (token_ids[0], a.address, keys[0]),
         (token_ids[1], b.address, keys[1]),
     ]
-    assert nft.session_model(session_id) == ModelRecord(model, manifest, signer.address, 2)
+    assert nft.session_model(session_id) == ModelRecord(model, manifest, enclave_id, 2)
     assert expect_revert("ModelAlreadyRecorded", lambda: mint(minter, holders, keys)) == {
         "sessionId": session_id
     }
@@ -226,7 +232,7 @@ def test_mint_session_only_by_minter(chain: Chain, deployer: LocalAccount) -> No
 
 
 def test_finalize_mints_one_token_per_accepted_contributor(
-    chain: Chain, contracts: Contracts, deployer: LocalAccount, minted: Minted
+    chain: Chain, contracts: Contracts, deployer: LocalAccount, enclave: Enclave, minted: Minted
 ) -> None:
     nft, sid = minted.nft, minted.session_id
     assert nft.minter() == contracts.coordinator.address
@@ -238,7 +244,7 @@ def test_finalize_mints_one_token_per_accepted_contributor(
         assert nft.balance_of(minted.holders[index].address) == 1
         assert nft.transfer_nonce(token_id) == 0
         assert nft.token_model(token_id) == ModelRecord(
-            minted.model_hash, minted.manifest_hash, minted.enclave.address, 2
+            minted.model_hash, minted.manifest_hash, enclave.enclave_id, 2
         )
         [published] = nft.sealed_key_events(token_id)
         assert (published.token_id, published.holder, published.sealed_key) == (
@@ -249,7 +255,7 @@ def test_finalize_mints_one_token_per_accepted_contributor(
         assert published.block_number == minted.finalize.block_number
     assert nft.balance_of(minted.rejected.address) == 0
     assert nft.session_model(sid) == nft.token_model(minted.token_ids[0])
-    assert nft.session_model(sid + 1) == ModelRecord(bytes(32), bytes(32), ZERO_ADDRESS, 0)
+    assert nft.session_model(sid + 1) == ModelRecord(bytes(32), bytes(32), 0, 0)
 
     # the finalize transaction, in log order: the Coordinator's events, then the NFT's
     events = minted.finalize.events
@@ -271,10 +277,10 @@ def test_finalize_mints_one_token_per_accepted_contributor(
     ]
     recorded: ModelRecorded = minted.finalize.first(ModelRecorded)
     assert (recorded.address, recorded.session_id) == (nft.address, sid)
-    assert (recorded.model_hash, recorded.manifest_hash, recorded.enclave_signer) == (
+    assert (recorded.model_hash, recorded.manifest_hash, recorded.enclave_id) == (
         minted.model_hash,
         minted.manifest_hash,
-        minted.enclave.address,
+        enclave.enclave_id,
     )
     transfers = minted.finalize.all(Transfer)
     assert [(t.from_, t.to, t.token_id, t.address) for t in transfers] == [
@@ -303,9 +309,9 @@ def test_finalize_mints_one_token_per_accepted_contributor(
             nft,
             "mintSession",
             sid + 1,
+            enclave.enclave_id,
             bytes(32),
             bytes(32),
-            deployer.address,
             [deployer.address],
             [b"k"],
         ),
@@ -535,12 +541,12 @@ def test_invalid_reseal_proofs(chain: Chain, contracts: Contracts, minted: Minte
     orphan = nft.token_id_for(minted.session_id + 1, 0)
     proof = minted.reseal(orphan, holder.address, receiver.address, key)
     args = expect_revert(
-        "InvalidResealProof",
+        "ERC721NonexistentToken",
         lambda: nft.as_account(holder).i_transfer_from(
             holder.address, receiver.address, orphan, key, proof
         ),
     )
-    assert args == {"recovered": minted.enclave.address, "expected": ZERO_ADDRESS}
+    assert args == {"tokenId": orphan}
 
     assert nft.owner_of(token_id) == holder.address
     assert nft.transfer_nonce(token_id) == 0
@@ -588,6 +594,31 @@ def test_i_transfer_from_input_and_ownership_errors(chain: Chain, minted: Minted
         lambda: attempt(holder, holder.address, receiver.address, missing, b"k"),
     ) == {"tokenId": missing}
 
+    assert nft.owner_of(token_id) == holder.address
+    assert nft.transfer_nonce(token_id) == 0
+    assert len(nft.sealed_key_events(token_id)) == 1
+
+
+def test_i_transfer_from_refuses_a_revoked_enclave(
+    chain: Chain, contracts: Contracts, enclave: Enclave, minted: Minted
+) -> None:
+    nft, token_id = minted.nft, minted.token_ids[0]
+    holder, receiver = minted.holders[0], chain.dev_accounts[6]
+    key = b"resealed-by-a-revoked-enclave"
+    proof = minted.reseal(token_id, holder.address, receiver.address, key)  # signed before
+
+    contracts.registry.revoke(enclave.enclave_id)
+    for fresh in (False, True):  # a proof from before the revocation, and one from after
+        signed = minted.reseal(token_id, holder.address, receiver.address, key) if fresh else proof
+        with pytest.raises(RevertError) as info:
+            nft.as_account(holder).i_transfer_from(
+                holder.address, receiver.address, token_id, key, signed
+            )
+        assert info.value.error == "EnclaveRevoked"
+        assert info.value.args_by_name == {"enclaveId": enclave.enclave_id}
+        assert str(info.value) == (
+            f"ModelNFT.iTransferFrom: enclave {enclave.enclave_id} has been revoked"
+        )
     assert nft.owner_of(token_id) == holder.address
     assert nft.transfer_nonce(token_id) == 0
     assert len(nft.sealed_key_events(token_id)) == 1

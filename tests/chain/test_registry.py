@@ -4,7 +4,9 @@ Every revert path of the registry and the dev verifier is driven through the typ
 clients and checked by its decoded custom error and arguments; every event is checked
 field by field. The dev verifier's EIP-712 statements are bound to the chain id and
 the verifier contract, so a statement signed for one deployment does not verify on
-another, and the Python-side digest and recovery agree with the contract.
+another, and the Python-side digest and recovery agree with the contract. Statements
+expire and carry a nonce; the registry admits each evidence once, and a revoked
+enclave's signer and HPKE key never again.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ import pytest
 from chain_fixtures import Enclave, expect_revert
 from eth_account import Account
 from eth_account.signers.local import LocalAccount
+from eth_utils.crypto import keccak
 
 from cotune.chain import (
     Chain,
@@ -35,6 +38,7 @@ from cotune.chain.events import (
 )
 from cotune.chain.statements import (
     ENCLAVE_STATEMENT_TYPES,
+    DevEvidence,
     dev_verifier_domain,
     recover_enclave_statement,
     sign_enclave_statement,
@@ -260,6 +264,36 @@ def test_attestation_rejected(contracts: Contracts, deployer: LocalAccount) -> N
         "empty evidence": (signer.address, hpke_key, measurement, b""),
         "truncated evidence": (signer.address, hpke_key, measurement, good[:64]),
         "garbage evidence": (signer.address, hpke_key, measurement, b"\x01" * 65),
+        "garbage evidence of the right length": (
+            signer.address,
+            hpke_key,
+            measurement,
+            b"\xff" * 8 + b"\x01" * 97,
+        ),
+        "a signature over another expiry": (
+            signer.address,
+            hpke_key,
+            measurement,
+            (2**64 - 1).to_bytes(8, "big") + good[8:],
+        ),
+        "a signature over another nonce": (
+            signer.address,
+            hpke_key,
+            measurement,
+            good[:8] + bytes(32) + good[40:],
+        ),
+        "a bare signature (no expiry, no nonce)": (
+            signer.address,
+            hpke_key,
+            measurement,
+            good[40:],
+        ),
+        "an expired statement": (
+            signer.address,
+            hpke_key,
+            measurement,
+            verifier.attest(deployer, signer.address, hpke_key, measurement, valid_for=-1),
+        ),
     }
     for case, (who, key, meas, evidence) in cases.items():
         assert not verifier.verify(who, key, meas, evidence), case
@@ -271,7 +305,7 @@ def test_attestation_rejected(contracts: Contracts, deployer: LocalAccount) -> N
     assert registry.register(signer.address, hpke_key, measurement, verifier.address, good) == 1
 
 
-def test_zero_signer_and_empty_hpke_key(contracts: Contracts, deployer: LocalAccount) -> None:
+def test_zero_signer_and_malformed_hpke_key(contracts: Contracts, deployer: LocalAccount) -> None:
     registry, verifier = contracts.registry, contracts.verifier
     _, hpke_key, measurement = new_enclave_keys()
     signer = Account.create()
@@ -289,22 +323,28 @@ def test_zero_signer_and_empty_hpke_key(contracts: Contracts, deployer: LocalAcc
     )
     empty_evidence = verifier.attest(deployer, signer.address, b"", measurement)
     assert verifier.verify(signer.address, b"", measurement, empty_evidence)
-    assert (
-        expect_revert(
-            "EmptyHpkeKey",
-            lambda: registry.register(
-                signer.address, b"", measurement, verifier.address, empty_evidence
-            ),
-        )
-        == {}
-    )
+    assert expect_revert(
+        "InvalidHpkeKey",
+        lambda: registry.register(
+            signer.address, b"", measurement, verifier.address, empty_evidence
+        ),
+    ) == {"kemId": b"\x00\x00", "length": 0}
+    small_order = b"\x00\x20" + b"\x01" + bytes(31)
+    weak_evidence = verifier.attest(deployer, signer.address, small_order, measurement)
+    assert verifier.verify(signer.address, small_order, measurement, weak_evidence)
+    assert expect_revert(
+        "SmallOrderX25519Key",
+        lambda: registry.register(
+            signer.address, small_order, measurement, verifier.address, weak_evidence
+        ),
+    ) == {"u": small_order[2:]}
     # the cheap input checks come before the verifier is consulted
     expect_revert(
         "ZeroSigner",
         lambda: registry.register(ZERO_ADDRESS, hpke_key, measurement, signer.address, b""),
     )
     expect_revert(
-        "EmptyHpkeKey",
+        "InvalidHpkeKey",
         lambda: registry.register(signer.address, b"", measurement, signer.address, b""),
     )
     assert registry.count() == 0
@@ -327,6 +367,10 @@ def test_revoke(chain: Chain, contracts: Contracts, enclave: Enclave) -> None:
     assert result.events == [result.first(EnclaveRevoked)]
     event: EnclaveRevoked = result.first(EnclaveRevoked)
     assert (event.enclave_id, event.address) == (enclave.enclave_id, registry.address)
+    assert (event.signer, event.hpke_key_hash) == (
+        enclave.account.address,
+        keccak(enclave.hpke_public_key),
+    )
     record = registry.get(enclave.enclave_id)
     assert record.revoked
     assert record.signer == enclave.account.address
@@ -335,6 +379,99 @@ def test_revoke(chain: Chain, contracts: Contracts, enclave: Enclave) -> None:
 
     args = expect_revert("AlreadyRevoked", lambda: registry.revoke(enclave.enclave_id))
     assert args == {"enclaveId": enclave.enclave_id}
+
+
+def test_revoked_keys_never_register_again(
+    chain: Chain, contracts: Contracts, deployer: LocalAccount, enclave: Enclave
+) -> None:
+    registry, verifier = contracts.registry, contracts.verifier
+    signer, key = enclave.account.address, enclave.hpke_public_key
+    # the same keys under a second measurement (new code, same sealed keys)
+    new_code = os.urandom(32)
+    sibling = registry.register(
+        signer, key, new_code, verifier.address, verifier.attest(deployer, signer, key, new_code)
+    )
+    assert not registry.is_signer_revoked(signer)
+    assert not registry.is_hpke_key_revoked(key)
+    registry.revoke(enclave.enclave_id)
+    assert registry.is_signer_revoked(signer)
+    assert registry.is_hpke_key_revoked(key)
+    # a record holding revoked keys is revoked too, on chain and for clients
+    assert registry.get(sibling).revoked
+    assert tuple(registry.contract.functions.signerOf(sibling).call()) == (signer, new_code, True)
+    assert expect_revert("AlreadyRevoked", lambda: registry.revoke(sibling)) == {
+        "enclaveId": sibling
+    }
+    other_signer, other_key, measurement = new_enclave_keys()
+
+    def register_fresh(who: str, hpke_key: bytes) -> int:
+        """Register with a brand-new statement from the dev authority."""
+        evidence = verifier.attest(deployer, who, hpke_key, measurement)
+        assert verifier.verify(who, hpke_key, measurement, evidence)
+        return registry.register(who, hpke_key, measurement, verifier.address, evidence)
+
+    for who, hpke_key in ((signer, key), (signer, other_key)):
+        with pytest.raises(RevertError) as info:
+            register_fresh(who, hpke_key)
+        assert (info.value.error, info.value.args_by_name) == ("SignerRevoked", {"signer": signer})
+        assert str(info.value) == (
+            f"EnclaveRegistry.register: signer {signer} belonged to a revoked enclave and can "
+            "never register again: use fresh keys"
+        )
+    assert expect_revert("HpkeKeyRevoked", lambda: register_fresh(other_signer.address, key)) == {
+        "hpkeKeyHash": keccak(key)
+    }
+    assert registry.count() == 2
+    fresh = register_fresh(other_signer.address, other_key)
+    assert fresh == 3
+    assert not registry.get(fresh).revoked
+
+
+def test_evidence_registers_once(
+    chain: Chain, contracts: Contracts, deployer: LocalAccount
+) -> None:
+    registry, verifier = contracts.registry, contracts.verifier
+    signer, hpke_key, measurement = new_enclave_keys()
+    evidence = verifier.attest(deployer, signer.address, hpke_key, measurement)
+    assert not registry.is_evidence_used(evidence)
+    first = registry.register(signer.address, hpke_key, measurement, verifier.address, evidence)
+    assert registry.is_evidence_used(evidence)
+    # still valid, still unexpired, and refused: the same statement registers once
+    assert verifier.verify(signer.address, hpke_key, measurement, evidence)
+    args = expect_revert(
+        "EvidenceReused",
+        lambda: registry.register(
+            signer.address, hpke_key, measurement, verifier.address, evidence
+        ),
+    )
+    assert args == {"evidenceHash": keccak(evidence)}
+    # a fresh statement about the same keys is another evidence (a new nonce)
+    again = verifier.attest(deployer, signer.address, hpke_key, measurement)
+    assert again != evidence
+    assert DevEvidence.from_bytes(again).nonce != DevEvidence.from_bytes(evidence).nonce
+    second = registry.register(signer.address, hpke_key, measurement, verifier.address, again)
+    assert (first, second) == (1, 2)
+
+
+def test_statement_expires(chain: Chain, contracts: Contracts, deployer: LocalAccount) -> None:
+    registry, verifier = contracts.registry, contracts.verifier
+    signer, hpke_key, measurement = new_enclave_keys()
+    evidence = verifier.attest(deployer, signer.address, hpke_key, measurement, valid_for=100)
+    valid_until = DevEvidence.from_bytes(evidence).valid_until
+    assert valid_until == chain.timestamp() + 100
+    assert verifier.verify(signer.address, hpke_key, measurement, evidence)
+    chain.advance_time(valid_until - chain.timestamp() + 5)
+    assert chain.timestamp() > valid_until
+    assert not verifier.verify(signer.address, hpke_key, measurement, evidence)
+    args = expect_revert(
+        "AttestationRejected",
+        lambda: registry.register(
+            signer.address, hpke_key, measurement, verifier.address, evidence
+        ),
+    )
+    assert args == {"verifier": verifier.address}
+    assert not registry.is_evidence_used(evidence)
+    assert registry.count() == 0
 
 
 def test_unknown_enclave(contracts: Contracts, enclave: Enclave) -> None:
@@ -385,7 +522,13 @@ def test_statement_does_not_replay_across_contracts_or_chains(
 
     other_chain = dataclasses.replace(first.domain(), chain_id=chain.chain_id + 1)
     for_other_chain = sign_enclave_statement(
-        deployer, other_chain, signer.address, hpke_key, measurement
+        deployer,
+        other_chain,
+        signer.address,
+        hpke_key,
+        measurement,
+        valid_until=chain.timestamp() + 600,
+        nonce=os.urandom(32),
     )
     assert not first.verify(signer.address, hpke_key, measurement, for_other_chain)
     expect_revert(
@@ -406,17 +549,27 @@ def test_python_statements_agree_with_contract(chain: Chain, deployer: LocalAcco
     stranger = Account.create()
     for hpke_key in (b"\x01", b"\x00\x20" + os.urandom(32), os.urandom(300)):
         signer = Account.create().address
-        measurement = os.urandom(32)
+        measurement, nonce = os.urandom(32), os.urandom(32)
+        valid_until = chain.timestamp() + 77
         message = {
             "signer": signer,
             "hpkeKeyHash": chain.w3.keccak(hpke_key),
             "measurement": measurement,
+            "validUntil": valid_until,
+            "nonce": nonce,
         }
-        on_chain = verifier.contract.functions.statementDigest(signer, hpke_key, measurement).call()
+        on_chain = verifier.contract.functions.statementDigest(
+            signer, hpke_key, measurement, valid_until, nonce
+        ).call()
         assert bytes(on_chain) == typed_data_digest(
             domain, ENCLAVE_STATEMENT_TYPES, "EnclaveStatement", message
         )
-        evidence = verifier.attest(deployer, signer, hpke_key, measurement)
+        evidence = verifier.attest(
+            deployer, signer, hpke_key, measurement, valid_for=77, nonce=nonce
+        )
+        assert len(evidence) == verifier.contract.functions.EVIDENCE_LENGTH().call()
+        assert DevEvidence.from_bytes(evidence).valid_until == valid_until
+        assert DevEvidence.from_bytes(evidence).nonce == nonce
         assert recover_enclave_statement(domain, signer, hpke_key, measurement, evidence) == (
             deployer.address
         )
@@ -434,15 +587,20 @@ def test_python_statements_agree_with_contract(chain: Chain, deployer: LocalAcco
         assert not verifier.verify(signer, hpke_key, other_measurement, evidence)
 
 
-def _malleate_high_s(signature: bytes) -> bytes:
+def _malleate_high_s(evidence: bytes) -> bytes:
     """The same ECDSA signature with ``s`` replaced by ``n - s`` (and v flipped)."""
+    parsed = DevEvidence.from_bytes(evidence)
+    signature = parsed.signature
     s = int.from_bytes(signature[32:64], "big")
-    return signature[:32] + (SECP256K1_N - s).to_bytes(32, "big") + bytes([55 - signature[64]])
+    high = signature[:32] + (SECP256K1_N - s).to_bytes(32, "big") + bytes([55 - signature[64]])
+    return dataclasses.replace(parsed, signature=high).to_bytes()
 
 
-def _v_as_parity(signature: bytes) -> bytes:
+def _v_as_parity(evidence: bytes) -> bytes:
     """The same signature with ``v`` written as 0/1 instead of 27/28."""
-    return signature[:64] + bytes([signature[64] - 27])
+    parsed = DevEvidence.from_bytes(evidence)
+    signature = parsed.signature[:64] + bytes([parsed.signature[64] - 27])
+    return dataclasses.replace(parsed, signature=signature).to_bytes()
 
 
 @pytest.mark.parametrize("variant", [_malleate_high_s, _v_as_parity], ids=["high-s", "v-parity"])

@@ -12,6 +12,8 @@ the model expects. After every step the invariants check that:
 - the Coordinator holds exactly what it owes: stakes not yet paid out plus every
   session's pool not yet paid out (rounding dust included), which is also all wei in
   minus all wei out, and what everyone may claim fits in it;
+- a finalized session whose accepted contributors have all settled has paid out its
+  whole pool: the last to settle took the rounding dust;
 - ``claimable`` equals the model's expectation;
 - session states, counters and contributions match the model;
 - a certificate never slashes twice, and nobody claims twice;
@@ -47,11 +49,13 @@ from hypothesis.stateful import (
 )
 
 from cotune.chain import (
+    MAX_CONTRIBUTORS,
     Chain,
     Contracts,
     CoordinatorClient,
     Deployment,
     ModelNftClient,
+    Payout,
     RejectionCertificate,
     RevertError,
     SessionParams,
@@ -136,7 +140,7 @@ class ContributionModel:
     status: Status = Status.SUBMITTED
     weight: int = 0
     reward_paid: int = 0
-    stake_paid: bool = False
+    payout: Payout = Payout.NONE
 
 
 @dataclass
@@ -155,7 +159,10 @@ class SessionModel:
     pool: int
     state: State = State.OPEN
     pool_paid: int = 0
+    """Paid out of the pool: rewards once finalized, or to the owner."""
     submitted: int = 0
+    slashed_count: int = 0
+    settled_count: int = 0
     finalized_at: int = 0
     total_weight: int = 0
     accepted: list[str] = field(default_factory=list)
@@ -385,11 +392,11 @@ class CoordinatorMachine(RuleBasedStateMachine):
         return []
 
     def _someone_is_owed(self) -> bool:
-        """Whether a claim now would pay someone (the claim rule's precondition)."""
+        """Whether a claim now would pay or settle someone (the claim rule's precondition)."""
         if not self._any(State.FINALIZED, State.CANCELLED, State.EXPIRED):
             return False
         at = self._tx_time()
-        return any(self._owed(s, a, at) for s in self.sessions for a in self.addresses)
+        return any(self._claimable(s, a, at) for s in self.sessions for a in self.addresses)
 
     def _tx_time(self) -> int:
         """The block timestamp the next transaction will execute at."""
@@ -448,8 +455,28 @@ class CoordinatorMachine(RuleBasedStateMachine):
 
     # ------------------------------------------------------------- model math
 
+    def _pool_final(self, s: SessionModel, now: int) -> bool:
+        """Whether a finalized session's pool can no longer grow at time ``now``."""
+        return s.state == State.FINALIZED and (
+            not _any_submitted(s) or now > s.finalized_at + self.window
+        )
+
+    def _settles(self, s: SessionModel, account: str, now: int) -> bool:
+        """Whether a claim by ``account`` at ``now`` settles its accepted contribution."""
+        c = s.contributions.get(account)
+        return (
+            c is not None
+            and c.status == Status.ACCEPTED
+            and c.payout != Payout.SETTLED
+            and self._pool_final(s, now)
+        )
+
     def _due(self, s: SessionModel, account: str, now: int) -> tuple[int, int, int]:
-        """(stake, reward, pool) that ``account`` may claim from ``s`` at time ``now``."""
+        """(stake, reward, pool) that ``account`` may claim from ``s`` at time ``now``.
+
+        A reward is the pool's share by weight, rounded down, less what was paid; the
+        last accepted contributor to settle a final pool takes all of it not yet paid.
+        """
         stake = reward = 0
         c = s.contributions.get(account)
         if c is not None:
@@ -458,9 +485,14 @@ class CoordinatorMachine(RuleBasedStateMachine):
                     stake = c.stake
             elif s.state == State.FINALIZED:
                 if c.status == Status.ACCEPTED:
-                    if not c.stake_paid:
+                    if c.payout == Payout.NONE:
                         stake = c.stake
-                    reward = s.pool * c.weight // s.total_weight - c.reward_paid
+                    if c.payout != Payout.SETTLED:
+                        last = s.settled_count + 1 == len(s.accepted)
+                        if self._pool_final(s, now) and last:
+                            reward = s.pool - s.pool_paid
+                        else:
+                            reward = s.pool * c.weight // s.total_weight - c.reward_paid
                 elif c.status == Status.SUBMITTED and now > s.finalized_at + self.window:
                     stake = c.stake
         pool = 0
@@ -471,15 +503,19 @@ class CoordinatorMachine(RuleBasedStateMachine):
     def _owed(self, s: SessionModel, account: str, now: int) -> int:
         return sum(self._due(s, account, now))
 
+    def _claimable(self, s: SessionModel, account: str, now: int) -> bool:
+        """Whether a claim would succeed: it pays something, or it settles."""
+        return self._owed(s, account, now) > 0 or self._settles(s, account, now)
+
     def _held(self, s: SessionModel) -> int:
         """Wei the Coordinator must still hold for ``s``: unpaid stakes and pool."""
         stakes = sum(
             c.stake
             for c in s.contributions.values()
-            if c.status == Status.SUBMITTED or (c.status == Status.ACCEPTED and not c.stake_paid)
+            if c.status == Status.SUBMITTED
+            or (c.status == Status.ACCEPTED and c.payout == Payout.NONE)
         )
-        rewards = sum(c.reward_paid for c in s.contributions.values())
-        return stakes + s.pool - s.pool_paid - rewards
+        return stakes + s.pool - s.pool_paid
 
     def _slash_error(
         self, s: SessionModel | None, cert: RejectionCertificate, signed_by_enclave: bool, at: int
@@ -513,6 +549,7 @@ class CoordinatorMachine(RuleBasedStateMachine):
         c = s.contributions[used.certificate.contributor]
         assert amount == c.stake, "Slashed event names the wrong amount"
         c.status = Status.SLASHED
+        s.slashed_count += 1
         s.pool += c.stake
         self.dirty.add(s.sid)
         self.touched.add((s.sid, used.certificate.contributor))
@@ -526,8 +563,8 @@ class CoordinatorMachine(RuleBasedStateMachine):
             "unknown_enclave",
             "zero_quorum",
             "quorum_above_max",
-            "max_256",
-            "max_257",
+            "max_most",
+            "max_over",
             "submit_deadline_now",
             "training_deadline_at_submit",
         ),
@@ -554,8 +591,10 @@ class CoordinatorMachine(RuleBasedStateMachine):
             quorum = 0
         elif variant == "quorum_above_max":
             quorum, max_contributors = quorum + 1, quorum
-        elif variant in ("max_256", "max_257"):
-            max_contributors = int(variant[4:])
+        elif variant == "max_most":
+            max_contributors = MAX_CONTRIBUTORS
+        elif variant == "max_over":
+            max_contributors = MAX_CONTRIBUTORS + 1
         elif variant == "submit_deadline_now":
             submit_in = 0
         elif variant == "training_deadline_at_submit":
@@ -578,7 +617,7 @@ class CoordinatorMachine(RuleBasedStateMachine):
             error = "EnclaveRevoked"
         elif variant == "bad_measurement":
             error = "MeasurementMismatch"
-        elif quorum == 0 or quorum > max_contributors or max_contributors > 256:
+        elif quorum == 0 or quorum > max_contributors or max_contributors > MAX_CONTRIBUTORS:
             error = "InvalidQuorum"
         elif submit_in == 0 or train_in == 0:
             error = "InvalidDeadlines"
@@ -630,7 +669,9 @@ class CoordinatorMachine(RuleBasedStateMachine):
                 stake_delta=data.draw(
                     st.one_of(st.integers(-2, 2), st.integers(0, 10**6)), label="stake delta"
                 ),
-                kind=data.draw(mostly("ok", "zero_ciphertext", "empty_key"), label="kind"),
+                kind=data.draw(
+                    mostly("ok", "zero_ciphertext", "empty_key", "small_order_key"), label="kind"
+                ),
             )
 
     def _submit_one(
@@ -650,7 +691,9 @@ class CoordinatorMachine(RuleBasedStateMachine):
         ciphertext = keccak(text=f"ciphertext {sid} {account}")
         if kind == "zero_ciphertext":
             ciphertext = bytes(32)
-        hpke = b"" if kind == "empty_key" else b"\x00\x20" + keccak(text=account)
+        hpke = {"empty_key": b"", "small_order_key": b"\x00\x20\x01" + bytes(31)}.get(
+            kind, b"\x00\x20" + keccak(text=account)
+        )
         error: str | None = None
         if s is None:
             error = "UnknownSession"
@@ -663,7 +706,9 @@ class CoordinatorMachine(RuleBasedStateMachine):
         elif kind == "zero_ciphertext":
             error = "EmptyCiphertextHash"
         elif kind == "empty_key":
-            error = "EmptyHpkeKey"
+            error = "InvalidHpkeKey"
+        elif kind == "small_order_key":
+            error = "SmallOrderX25519Key"
         elif stake < s.min_stake:
             error = "StakeTooLow"
         elif account in s.contributions:
@@ -684,12 +729,16 @@ class CoordinatorMachine(RuleBasedStateMachine):
         self.touched.add((sid, account))
 
     @precondition(lambda self: self._ready(self._can_close))
-    @rule(pick=PICK, who=ACTOR)
-    def close(self, pick: int, who: int) -> None:
+    @rule(pick=PICK, who=ACTOR, race=mostly("close", "owner_cancels"))
+    def close(self, pick: int, who: int, race: str) -> None:
+        """Close a session past its submit deadline, or have its owner race to cancel it."""
         self._begin()
         at = self._tx_time()
         sid, s = self._session(pick, lambda s: self._can_close(s, at))
-        self._close(sid, s, who)
+        if race == "owner_cancels":
+            self._cancel(sid, s, who, "owner")
+        else:
+            self._close(sid, s, who)
 
     def _close(self, sid: int, s: SessionModel | None, who: int) -> None:
         at = self._tx_time()
@@ -711,8 +760,11 @@ class CoordinatorMachine(RuleBasedStateMachine):
     @rule(pick=PICK, who=ACTOR, by=mostly("anyone", "owner", odds=1))
     def cancel(self, pick: int, who: int, by: str) -> None:
         self._begin()
-        at = self._tx_time()
         sid, s = self._session(pick, lambda s: s.state == State.OPEN)
+        self._cancel(sid, s, who, by)
+
+    def _cancel(self, sid: int, s: SessionModel | None, who: int, by: str) -> None:
+        at = self._tx_time()
         caller = self.actors[who]
         if by == "owner" and s is not None:
             caller = self.keys[s.owner]
@@ -723,6 +775,8 @@ class CoordinatorMachine(RuleBasedStateMachine):
             error = "NotSessionOwner"
         elif s.state != State.OPEN:
             error = "WrongState"
+        elif at > s.submit_deadline and s.submitted >= s.quorum:
+            error = "CancelAfterQuorum"  # only close() may move it now
         client = self._coordinator_as(caller)
         if self._expect(error, at, "cancel", lambda: client.cancel(sid)) is None:
             return
@@ -872,9 +926,9 @@ class CoordinatorMachine(RuleBasedStateMachine):
             *zip(token_ids, accepted, sealed_keys, strict=True)
         ]
         record = self.nft.session_model(sid)
-        assert (record.model_hash, record.enclave_signer, record.token_count) == (
+        assert (record.model_hash, record.enclave_id, record.token_count) == (
             model_hash,
-            enclave.account.address,
+            enclave.enclave_id,
             len(accepted),
         )
         with pytest.raises(RevertError) as missing:
@@ -964,7 +1018,7 @@ class CoordinatorMachine(RuleBasedStateMachine):
         at = self._tx_time()
         sid, s = self._session(pick)
         account = self.addresses[who]
-        owed = [(t, a) for t in self.sessions for a in self.addresses if self._owed(t, a, at) > 0]
+        owed = [(t, a) for t in self.sessions for a in self.addresses if self._claimable(t, a, at)]
         if owed and pick % 4 != 3 and pick != UNKNOWN:
             s, account = owed[(pick + who) % len(owed)]
             sid = s.sid
@@ -974,10 +1028,16 @@ class CoordinatorMachine(RuleBasedStateMachine):
         at = self._tx_time()
         client = self._coordinator_as(self.keys[account])
         stake = reward = pool = 0
+        settles = False
         if s is not None:
             stake, reward, pool = self._due(s, account, at)
+            settles = self._settles(s, account, at)
         amount = stake + reward + pool
-        error = "UnknownSession" if s is None else ("NothingToClaim" if amount == 0 else None)
+        error = None
+        if s is None:
+            error = "UnknownSession"
+        elif amount == 0 and not settles:
+            error = "NothingToClaim"
         got = self._expect(error, at, "claim", lambda: client.claim(sid))
         if got is None:
             return
@@ -987,19 +1047,27 @@ class CoordinatorMachine(RuleBasedStateMachine):
         if stake:
             assert c is not None
             if c.status == Status.ACCEPTED:
-                c.stake_paid = True
+                c.payout = Payout.STAKE_RETURNED
             else:
                 c.status = Status.REFUNDED
+        if settles:
+            assert c is not None
+            c.payout = Payout.SETTLED
+            s.settled_count += 1
+            event("claim: settled" + (" last" if s.settled_count == len(s.accepted) else ""))
         if reward:
             assert c is not None
             c.reward_paid += reward
-        s.pool_paid += pool
+        s.pool_paid += reward + pool
         self.withdrawn += amount
         self.dirty.add(sid)
         self.touched.add((sid, account))
-        # Nobody claims twice: right after a claim there is nothing left to take.
+        # Nobody claims twice: right after a claim there is nothing left to take (unless
+        # the pool became final in between, which lets an accepted contributor settle).
         again = self._tx_time()
-        assert self._owed(s, account, again) == 0, "the model lets an account claim twice"
+        if self._pool_final(s, again) != self._pool_final(s, at):
+            return
+        assert not self._claimable(s, account, again), "the model lets an account claim twice"
         self._expect("NothingToClaim", again, "claim again", lambda: client.claim(sid))
 
     @rule(
@@ -1016,9 +1084,9 @@ class CoordinatorMachine(RuleBasedStateMachine):
 
         ``to_deadline`` lands the next transaction ``offset`` seconds from the
         ``index``-th nearest coming deadline and sends the call that deadline governs:
-        at a submit deadline submit or close, at a training deadline finalize or expire,
-        at the end of a slash window slash or claim (as a contribution neither accepted
-        nor slashed).
+        at a submit deadline submit, close or cancel (as the owner), at a training
+        deadline finalize or expire, at the end of a slash window slash or claim (as a
+        contribution neither accepted nor slashed).
         """
         self._begin()
         if how == "by":
@@ -1039,6 +1107,8 @@ class CoordinatorMachine(RuleBasedStateMachine):
         if s.state == State.OPEN:
             if first:
                 self._submit_one(sid, s, who=who, eligible=1, stake_delta=0, kind="ok")
+            elif data.draw(st.booleans(), label="cancel"):
+                self._cancel(sid, s, who, "owner")
             else:
                 self._close(sid, s, who)
         elif s.state == State.TRAINING:
@@ -1107,6 +1177,8 @@ class CoordinatorMachine(RuleBasedStateMachine):
         elif variant == "no_such_token":
             tid = self.nft.token_id_for(s.sid, len(s.accepted))
             error = "ERC721NonexistentToken"
+        if s.enclave in self.revoked and variant != "empty_key":
+            error = "EnclaveRevoked"  # its proofs, old or new, move nothing
         if proof is None:
             proof = sign_reseal_statement(
                 signer,
@@ -1142,14 +1214,18 @@ class CoordinatorMachine(RuleBasedStateMachine):
     @precondition(
         lambda self: (
             1 not in self.revoked
-            and any(s.enclave == 1 and s.state == State.TRAINING for s in self.sessions)
+            and any(
+                s.enclave == 1 and s.state in (State.TRAINING, State.FINALIZED)
+                for s in self.sessions
+            )
         )
     )
     @rule()
     def revoke_enclave(self) -> None:
-        """The registry admin revokes the second enclave while one of its sessions trains.
+        """The registry admin revokes the second enclave once one of its sessions trained.
 
-        Its sessions can then neither finalize nor slash, and no new one opens on it.
+        Its sessions can then neither finalize nor slash, no new one opens on it, and the
+        model tokens of its finalized sessions no longer move.
         """
         self._begin()
         registry = self.contracts.registry
@@ -1207,6 +1283,15 @@ class CoordinatorMachine(RuleBasedStateMachine):
             assert due <= self._held(s), f"session {s.sid} owes {due} but holds {self._held(s)}"
 
     @invariant()
+    def settled_sessions_leave_no_dust(self) -> None:
+        """Once every accepted contributor settled, the whole pool has been paid out."""
+        for s in self.sessions:
+            if s.state == State.FINALIZED and s.settled_count == len(s.accepted):
+                assert s.pool_paid == s.pool, f"session {s.sid} keeps {s.pool - s.pool_paid} wei"
+                paid = sum(s.contributions[a].reward_paid for a in s.accepted)
+                assert paid == s.pool, f"session {s.sid} paid {paid} of its {s.pool} wei pool"
+
+    @invariant()
     def session_states_match(self) -> None:
         if not self.enclaves:
             return
@@ -1219,6 +1304,7 @@ class CoordinatorMachine(RuleBasedStateMachine):
                 s.pool,
                 s.pool_paid,
             )
+            assert (info.slashed_count, info.settled_count) == (s.slashed_count, s.settled_count)
             assert (info.finalized_at, info.accepted_count, info.total_weight) == (
                 s.finalized_at,
                 len(s.accepted),
@@ -1265,9 +1351,9 @@ class CoordinatorMachine(RuleBasedStateMachine):
                 info.stake,
                 info.weight,
                 info.reward_paid,
-                info.stake_paid,
+                info.payout,
                 info.ciphertext_hash,
-            ) == (c.status, c.stake, c.weight, c.reward_paid, c.stake_paid, c.ciphertext)
+            ) == (c.status, c.stake, c.weight, c.reward_paid, c.payout, c.ciphertext)
 
     @invariant()
     def slashed_certificates_stay_slashed(self) -> None:

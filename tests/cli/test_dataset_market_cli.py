@@ -180,7 +180,14 @@ def test_sell_buy_rebuy_refuse_stop_withdraw(market: Market, tmp_path: Path) -> 
         _, carol_error = market.finish(too_dear, ok=False)
         assert second["paid"] is False and second["tx"] is None
         assert second["receipt_id"] == first["receipt_id"]
-        assert second["token"] != first["token"]
+        assert second["token"] != first["token"] and second["replaced"] == 1
+        # One live token per receipt: her first token stopped working.
+        replaced = httpx.get(
+            f"{url}/versions/1/artifact",
+            headers={"Authorization": f"Bearer {first['token']}"},
+            timeout=10,
+        )
+        assert replaced.status_code == 403 and "replaced" in replaced.json()["detail"]
         assert (tmp_path / "alice-2.jsonl").read_bytes() == artifact
         assert f"costs {PRICE} wei, above --max-price {PRICE - 1} wei" in " ".join(
             carol_error.split()
@@ -210,6 +217,23 @@ def test_sell_buy_rebuy_refuse_stop_withdraw(market: Market, tmp_path: Path) -> 
         assert "not on sale" in " ".join(late_error.split()), late_error
         assert market.chain.balance(address["dave"]) == dave_before
         assert not (tmp_path / "dave.jsonl").exists()
+        assert client.receipt_count() == 1
+
+        # The publisher revokes alice's purchase: it stays revoked, whatever she claims.
+        revoked = market("dataset", "revoke", "--receipt", str(first["receipt_id"]),
+                         "--root", str(root))  # fmt: skip
+        records = cast(list[dict[str, Any]], revoked["revoked"])
+        assert len(records) == 3  # every token ever minted against it (two were replaced)
+        assert {(r["receipt_id"], r["revoked"]["reason"]) for r in records} == {
+            (first["receipt_id"], "publisher")
+        }
+        shut_out = market.refused(
+            "dataset", "buy", url, "1", str(tmp_path / "alice-4.jsonl"), key="alice"
+        )
+        assert f"revoked the token of receipt {first['receipt_id']}" in shut_out, shut_out
+        assert "Traceback" not in shut_out and not (tmp_path / "alice-4.jsonl").exists()
+        by_buyer = market("dataset", "revoke", "--buyer", address["alice"], "--root", str(root))
+        assert by_buyer["revoked"] == records  # already revoked: nothing changes
         assert client.receipt_count() == 1
 
         assert withdrawn == {"address": address["publisher"], "amount": PRICE}  # once only

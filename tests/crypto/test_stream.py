@@ -27,7 +27,12 @@ from cotune.crypto import (
     encrypt_file,
     encrypt_stream,
 )
-from cotune.crypto.stream import TAG_SIZE, StreamHeader, decrypt_stream_unverified
+from cotune.crypto.stream import (
+    DIAGNOSIS_DISTANCE,
+    TAG_SIZE,
+    StreamHeader,
+    decrypt_stream_unverified,
+)
 
 CHUNK = 64
 INFO = b"chain=31337|coordinator=0xc0|session=1|contributor=0xA"
@@ -368,3 +373,45 @@ def test_decrypt_memory_stays_flat(tmp_path: Path) -> None:
                 pass
 
     assert _peak_allocation(consume) < 8 * chunk
+
+
+def _claiming(chunks: int, chunk_size: int = 1) -> bytes:
+    """A real header that claims ``chunks`` chunks, followed by one chunk of garbage."""
+    header = StreamHeader.build(
+        KEY.public_key(), os.urandom(32), INFO, chunk_size, chunks * chunk_size
+    )
+    return header.raw + os.urandom(chunk_size + TAG_SIZE)
+
+
+def test_tiny_blob_claiming_many_chunks_is_refused_before_any_chunk() -> None:
+    # 142 bytes that claim 2**16 chunks: refused from the sizes alone, no chunk is tried
+    # (before, chunk 0 failed and was tried at every one of the 65,536 positions).
+    blob = _claiming(1 << 16)
+    assert len(blob) < 200
+    with pytest.raises(TruncatedStreamError, match=r"chunk 1 of 65536: 0 of 17 bytes"):
+        decrypt_bytes(blob, KEY, INFO)
+
+
+def test_size_check_names_the_chunk_a_file_ends_in(tmp_path: Path) -> None:
+    ciphertext = _sample()
+    _, spans = _layout(ciphertext)
+    path = tmp_path / "cut.ctun"
+    path.write_bytes(ciphertext[: spans[2][0] + 3])
+    with pytest.raises(TruncatedStreamError, match="chunk 2 of 4: 3 of 80 bytes"):
+        decrypt_file(path, tmp_path / "out", KEY, INFO)
+    assert not (tmp_path / "out").exists()
+
+
+def test_reordering_is_looked_for_nearby_only() -> None:
+    chunks = 3 * DIAGNOSIS_DISTANCE
+    ciphertext = _sample(chunks=chunks, last=CHUNK)
+    _, spans = _layout(ciphertext)
+    far = DIAGNOSIS_DISTANCE + 1
+    (a0, a1), (b0, b1) = spans[0], spans[far]
+    moved = ciphertext[:a0] + ciphertext[b0:b1] + ciphertext[a1:]
+    with pytest.raises(ChunkAuthenticationError, match=f"chunk 0 of {chunks}"):
+        decrypt_bytes(moved, KEY, INFO)
+    (b0, b1) = spans[DIAGNOSIS_DISTANCE]
+    near = ciphertext[:a0] + ciphertext[b0:b1] + ciphertext[a1:]
+    with pytest.raises(ChunkOrderError, match=f"position 0 is chunk {DIAGNOSIS_DISTANCE}"):
+        decrypt_bytes(near, KEY, INFO)

@@ -18,6 +18,7 @@ from cotune.dataset.provenance import (
     SUBMISSION_MAGIC,
     DatasetClaim,
     ProvenanceError,
+    Submission,
     resolve_dataset,
     unwrap_submission,
     wrap_submission,
@@ -110,19 +111,23 @@ def test_a_claim_signed_by_another_key_fails(bundle: Path) -> None:
 @given(data=st.binary(max_size=2000))
 def test_envelope_round_trip(bundle: Path, data: bytes) -> None:
     claim, _ = resolve_dataset(f"{bundle}@2")
-    assert unwrap_submission(wrap_submission(data, [claim])) == (data, [claim])
+    assert unwrap_submission(wrap_submission(data, [claim])) == Submission(data, [claim])
+    salt = bytes(range(32))
+    salted = unwrap_submission(wrap_submission(data, [claim], salt=salt))
+    assert salted == Submission(data, [claim], salt)
+    assert unwrap_submission(wrap_submission(data, [], salt=salt)) == Submission(data, [], salt)
     if not data.startswith(SUBMISSION_MAGIC):
-        assert unwrap_submission(wrap_submission(data, [])) == (data, [])
+        assert unwrap_submission(wrap_submission(data, [])) == Submission(data, [])
 
 
 @settings(max_examples=100, deadline=None)
 @given(header=st.binary(max_size=300))
 def test_any_broken_header_is_a_provenance_error(header: bytes) -> None:
     try:
-        data, claims = unwrap_submission(SUBMISSION_MAGIC + header)
+        opened = unwrap_submission(SUBMISSION_MAGIC + header)
     except ProvenanceError:
         return
-    assert len(claims) == 1 and isinstance(data, bytes)  # only a valid header gets here
+    assert len(opened.claims) <= 1 and isinstance(opened.data, bytes)
 
 
 def test_header_errors_are_specific(bundle: Path) -> None:
@@ -130,8 +135,12 @@ def test_header_errors_are_specific(bundle: Path) -> None:
     cases = [
         (b"no end", "has no end"),
         (b"{oops\n", "not JSON"),
-        (b'{"other": 1}\n', "one member, 'provenance'"),
-        (b'{"provenance": []}\n', "exactly one dataset claim"),
+        (b'{"other": 1}\n', "the members 'provenance' and"),
+        (b'{"provenance": [1, 2]}\n', "at most one dataset claim"),
+        (b'{"provenance": [], "commitment_salt": "00"}\n', "64 lowercase hex digits"),
+        (b'{"provenance": [], "n": ' + b"9" * 5000 + b"}\n", "not JSON"),
+        (b'{"provenance": [{"version": ' + b"9" * 5000 + b"}]}\n", "not JSON"),
+        (b"[" * 60_000 + b"\n", "nested more than 64 levels"),
         (b'{"provenance": [{"version": 1}]}\n', "'domain' member"),
         (
             json.dumps({"provenance": [claim.to_dict() | {"version": "2"}]}).encode() + b"\n",

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import io
 import json
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -25,6 +25,7 @@ from cotune.aggregator.state import SessionRecord, Stage
 from cotune.chain.clients.coordinator import ContributionStatus, SessionInfo, SessionState
 from cotune.chain.connection import Chain, connect
 from cotune.chain.deployment import Deployment, deploy_all
+from cotune.chain.devnet import free_port, start_anvil
 from cotune.chain.transactions import TxResult
 from cotune.crypto.identity import Identity
 from cotune.crypto.stream import encrypt_stream
@@ -240,6 +241,19 @@ class Env:
     def store_files(self) -> int:
         """How many files the blob store holds."""
         return sum(1 for p in self.store.root.rglob("*") if p.is_file())
+
+
+@pytest.fixture
+def anvil_chain() -> Iterator[tuple[str, Chain]]:
+    """A private anvil on a free loopback port (its URL and a connection), stopped after."""
+    port = free_port()
+    process = start_anvil(port)
+    try:
+        url = f"http://127.0.0.1:{port}"
+        yield url, connect(url)
+    finally:
+        process.terminate()
+        process.wait(timeout=30)
 
 
 @pytest.fixture(scope="session")

@@ -218,7 +218,9 @@ def test_garbage_jsonl_is_rejected_as_invalid_lines_and_slashed(
     evidence = bad_inputs.session.decisions()[bad_inputs.roles["garbage"].address]["evidence"]
     assert evidence["invalid_lines"] == 2
     assert evidence["examples"] == 0
-    assert evidence["dataset_sha256"] == hashlib.sha256(GARBAGE_JSONL).hexdigest()
+    # A salted commitment (the enclave's own salt: the upload carried none), not the hash.
+    assert len(evidence["dataset_commitment"]) == 64
+    assert evidence["dataset_commitment"] != hashlib.sha256(GARBAGE_JSONL).hexdigest()
 
 
 # ---- 5-7: refused submissions spend and store nothing --------------------------------------

@@ -13,18 +13,14 @@ import os
 import signal
 import subprocess
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 from typing import TypeVar
-
-import pytest
 
 from cotune.aggregator.pipeline import FAULT_ENV, FAULT_POINTS
 from cotune.aggregator.spec import SessionSpec
 from cotune.aggregator.state import SqliteStateStore, Stage
-from cotune.chain.connection import Chain, connect
+from cotune.chain.connection import Chain
 from cotune.chain.deployment import Deployment, deploy_all
-from cotune.chain.devnet import free_port, start_anvil
 from cotune.chain.events import Event, SessionFinalized, Slashed, decode_logs
 from cotune.crypto.identity import Identity
 from cotune.sdk.client import Client, SessionOptions
@@ -38,18 +34,6 @@ ETHER = 10**18
 
 def _jsonl(records: list[dict[str, object]]) -> bytes:
     return "".join(json.dumps(r) + "\n" for r in records).encode()
-
-
-@pytest.fixture
-def anvil_chain() -> Iterator[tuple[str, Chain]]:
-    port = free_port()
-    process = start_anvil(port)
-    try:
-        url = f"http://127.0.0.1:{port}"
-        yield url, connect(url)
-    finally:
-        process.terminate()
-        process.wait(timeout=30)
 
 
 E = TypeVar("E", bound=Event)

@@ -13,6 +13,7 @@ and fails on a changed ``cotune.json``, changed weights or a changed claim.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import shutil
 from dataclasses import dataclass, replace
@@ -43,7 +44,9 @@ class Outcome:
     session: Any
     honest: Any
     plain: Any
+    copier: Any
     claim: DatasetClaim
+    plain_data: bytes
     adapter: Path
 
 
@@ -62,8 +65,8 @@ def outcome(
     claim, artifact = resolve_dataset(f"{bundle}@1")
     assert artifact is not None and artifact.read_bytes() == clean_files[0]
 
-    session = env.open_session(4)
-    honest, plain, mismatched, forged = session.parties
+    session = env.open_session(5)
+    honest, plain, mismatched, forged, copier = session.parties
     files_before = env.store_files()
     with pytest.raises(ProvenanceError, match="is not the signed artifact"):
         honest.client.submit(session.session_id, clean_files[1], dataset=claim)
@@ -90,17 +93,25 @@ def outcome(
             forged, wrap_submission(clean_files[0], [DatasetClaim(fake, claim.domain)])
         ),
     )
+    # A true claim on the very dataset the honest one submitted first: a copy.
+    copier.client.submit(
+        session.session_id, artifact, pinned_measurement=env.measurement, dataset=claim
+    )
     session.run()
     adapters = session.assert_outcome(
-        {mismatched.address: Reason.PROVENANCE, forged.address: Reason.PROVENANCE},
+        {
+            mismatched.address: Reason.PROVENANCE,
+            forged.address: Reason.PROVENANCE,
+            copier.address: Reason.CROSS_DUPLICATES,
+        },
         work / "downloads",
     )
-    return Outcome(session, honest, plain, claim, adapters[honest.address])
+    return Outcome(session, honest, plain, copier, claim, clean_files[1], adapters[honest.address])
 
 
 def test_false_claims_are_rejected_with_their_reason(outcome: Outcome) -> None:
     decisions = outcome.session.decisions()
-    errors = {d["evidence"]["error"] for d in decisions.values() if not d["accepted"]}
+    errors = {d["evidence"]["error"] for d in decisions.values() if d["reason"] == "provenance"}
     assert any("is not the signed artifact" in e for e in errors), errors
     assert any("but the entry names publisher" in e for e in errors), errors
 
@@ -110,7 +121,7 @@ def test_cotune_json_records_the_claim(outcome: Outcome) -> None:
     assert manifest["provenance"] == [
         {"contributor": outcome.honest.address} | outcome.claim.to_dict()
     ]
-    trained = {d["name"]: d["sha256"] for d in manifest["datasets"]}
+    trained = {d["name"]: d.get("sha256") for d in manifest["datasets"]}
     assert trained[outcome.honest.address] == outcome.claim.signed.entry.artifact_sha256.hex()
 
 
@@ -173,3 +184,28 @@ def test_provenance_cli_offline(outcome: Outcome) -> None:
     payload = json.loads(result.output)
     assert payload["ok"] and payload["datasets"][0]["publisher"] == PUBLISHER.address
     assert [c["link"] for c in payload["checks"]] == ["dataset"]
+
+
+def test_a_claim_is_logged_only_once_the_gate_accepts_it(outcome: Outcome, env: Any) -> None:
+    logs = [line.message for line in env.aggregator.state.logs(outcome.session.session_id)]
+    contributed = [m for m in logs if m.endswith("contributed clinic-notes v1")]
+    assert contributed == [f"{outcome.honest.address} contributed clinic-notes v1"]
+    assert not any(outcome.copier.address in m and "clinic-notes" in m for m in logs)
+
+
+def test_reports_carry_salted_commitments_not_hashes(outcome: Outcome, env: Any) -> None:
+    session_id = outcome.session.session_id
+    manifest = json.loads((outcome.adapter / "cotune.json").read_text())
+    records = {d["name"]: d for d in manifest["datasets"]}
+    plain = records[outcome.plain.address]
+    assert "sha256" not in plain  # no claim: its hash is nobody's business
+    assert plain["commitment"] == outcome.plain.client.dataset_commitment(
+        session_id, outcome.plain_data
+    )
+    assert plain["commitment"] != outcome.honest.client.dataset_commitment(
+        session_id, outcome.plain_data
+    )  # the salt is the contributor's own
+    report = json.dumps(env.owner.report(session_id)) + json.dumps(outcome.session.record().result)
+    assert hashlib.sha256(outcome.plain_data).hexdigest() not in report
+    decisions = outcome.session.decisions()
+    assert decisions[outcome.plain.address]["evidence"]["dataset_commitment"] == plain["commitment"]

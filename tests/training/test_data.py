@@ -14,6 +14,8 @@ from hypothesis import strategies as st
 
 from cotune.training.data import (
     MAX_REPORTED_ERRORS,
+    MAX_STORED_ERRORS,
+    DataLimits,
     DatasetValidationError,
     Example,
     LineError,
@@ -447,3 +449,86 @@ def test_random_bytes_never_crash_the_parser(data: bytes) -> None:
         with pytest.raises(DatasetValidationError):
             load_dataset(data)
     assert len(examples) == report.valid
+
+
+# ---- hostile documents: bounded work, one clear error each ----------------------------------
+
+
+@pytest.mark.parametrize(
+    "line",
+    [
+        '{"text": "a", "n": ' + "9" * 5000 + "}",
+        '{"text": ' + "1" * 4301 + "}",
+        '{"messages": [{"role": "user", "content": "q"}], "x": [' + "7" * 10_000 + "]}",
+    ],
+)
+def test_an_integer_too_long_for_python_is_an_invalid_line(line: str) -> None:
+    error = only_error(line)
+    assert (error.field, error.expected) == ("(line)", "a JSON object")
+    assert error.found.startswith("invalid JSON (Exceeds the limit (4300 digits)")
+
+
+def test_a_line_over_its_cap_is_an_error_and_is_not_parsed() -> None:
+    limits = DataLimits(max_line_bytes=64)
+    long = json.dumps({"text": "é" * 40})  # 40 characters, 80 bytes of UTF-8
+    data = f'{{"text": "ok"}}\n{long}\n{{"text": "fine"}}\n'.encode()
+    examples, report = validate_bytes(data, "f", limits)
+    assert [e.text for e in examples] == ["ok", "fine"]
+    assert [(e.line, e.expected, e.found) for e in report.errors] == [
+        (2, "a line of at most 64 bytes", f"{len(long.encode())} bytes")
+    ]
+    _, by_lines = validate_lines(data.decode().splitlines(), "f", limits)
+    assert by_lines.errors == report.errors
+
+
+def test_a_document_over_its_byte_cap_is_refused_unread() -> None:
+    examples, report = validate_bytes(b'{"text": "a"}\n' * 10, "f", DataLimits(max_bytes=100))
+    assert examples == []
+    assert report.over_limit == "140 bytes, over the cap of 100 bytes"
+    assert not report.ok
+    with pytest.raises(DatasetValidationError, match="over the cap of 100 bytes"):
+        load_dataset(b'{"text": "a"}\n' * 10, "f", DataLimits(max_bytes=100))
+
+
+def test_validation_stops_after_the_example_cap() -> None:
+    data = b'{"text": "a"}\n\n[]\n' * 50
+    examples, report = validate_bytes(data, "f", DataLimits(max_examples=10))
+    assert report.valid + report.invalid == 10
+    assert report.over_limit == "more than 10 examples"
+    assert not report.ok
+    assert len(examples) == 5
+
+
+def test_a_document_of_blank_lines_keeps_its_line_numbers() -> None:
+    data = b"\n" * 1_000_000 + b"[]\n" + b" \t\r\n" * 1000 + b'{"text": "x"}'
+    examples, report = validate_bytes(data, "f")
+    assert [(e.line, e.found) for e in report.errors] == [(1_000_001, "list")]
+    assert [e.text for e in examples] == ["x"]
+    assert report.lines == 1_000_000 + 1 + 1000 + 1
+
+
+def test_errors_stored_are_capped_but_every_bad_line_counts() -> None:
+    lines = ["[]"] * (MAX_STORED_ERRORS + 500) + [json.dumps({"text": "a"})]
+    _, report = validate_lines(lines, "src")
+    assert len(report.errors) == MAX_STORED_ERRORS
+    assert report.invalid == MAX_STORED_ERRORS + 500
+    assert report.valid == 1
+    assert report.describe().splitlines()[-2] == "… and 500 more bad lines, not described"
+
+
+@given(
+    st.binary(max_size=300),
+    st.integers(1, 40),
+    st.none() | st.integers(1, 8),
+    st.none() | st.integers(1, 300),
+)
+def test_random_bytes_within_caps_never_crash(
+    data: bytes, line_cap: int, examples_cap: int | None, bytes_cap: int | None
+) -> None:
+    limits = DataLimits(max_bytes=bytes_cap, max_line_bytes=line_cap, max_examples=examples_cap)
+    examples, report = validate_bytes(data, "fuzz", limits)
+    assert len(examples) == report.valid
+    if examples_cap is not None:
+        assert report.valid + report.invalid <= examples_cap
+    assert all(1 <= e.line <= max(report.lines, 1) for e in report.errors)
+    assert all(e.found != "" or e.expected for e in report.errors)

@@ -12,6 +12,7 @@ from cotune.training.base_model import BaseModel
 from cotune.training.data import Example, Message
 from cotune.training.encoding import (
     IGNORE_INDEX,
+    MAX_CHARS_PER_TOKEN,
     Encoded,
     collate,
     encode_all,
@@ -272,3 +273,50 @@ def test_collate_right_pads_every_row(lengths: list[int], pad_id: int) -> None:
         assert batch.labels[i, n:].tolist() == [IGNORE_INDEX] * (width - n)
         assert batch.attention_mask[i, n:].tolist() == [0] * (width - n)
     assert batch.tokens == sum(lengths)
+
+
+class _MeasuringTokenizer:
+    """The tiny tokenizer, recording the length of every text it is asked to encode."""
+
+    def __init__(self, inner: PreTrainedTokenizerFast) -> None:
+        self.inner = inner
+        self.lengths: list[int] = []
+
+    def __call__(self, text: str, **kwargs: object) -> object:
+        self.lengths.append(len(text))
+        return self.inner(text, **kwargs)
+
+    def __getattr__(self, name: str) -> object:
+        return getattr(self.inner, name)
+
+
+@pytest.mark.parametrize("kind", ["text", "messages"])
+def test_a_megabyte_line_is_cut_before_it_is_tokenised(
+    tokenizer: PreTrainedTokenizerFast, kind: str
+) -> None:
+    huge = "lorem ipsum dolor sit amet " * 40_000  # about 1 MiB
+    example = (
+        Example("text", text=huge)
+        if kind == "text"
+        else chat(("user", "q"), ("assistant", huge), ("user", huge), ("assistant", huge))
+    )
+    spy = _MeasuringTokenizer(tokenizer)
+    encoded = encode_example(example, spy, 64)  # type: ignore[arg-type]
+    assert max(spy.lengths) <= 64 * MAX_CHARS_PER_TOKEN + 64  # the text, plus a role header
+    # The same tokens and labels as tokenising everything, then truncating.
+    full = tokenizer(huge, add_special_tokens=False)["input_ids"]
+    if kind == "text":
+        assert encoded.input_ids == full[:64] == encoded.labels
+    else:
+        assert len(encoded.input_ids) == 64
+        assert [t for t in encoded.labels if t != IGNORE_INDEX] == full[
+            : len([t for t in encoded.labels if t != IGNORE_INDEX])
+        ]
+
+
+def test_rendering_stops_once_the_sequence_is_full(tokenizer: PreTrainedTokenizerFast) -> None:
+    turns = [("user", "question"), ("assistant", "answer")] * 5_000
+    spy = _MeasuringTokenizer(tokenizer)
+    encoded = encode_example(chat(*turns), spy, 32)  # type: ignore[arg-type]
+    assert len(encoded.input_ids) == 32
+    assert len(spy.lengths) <= 8  # a few turns rendered, not ten thousand

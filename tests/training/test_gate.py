@@ -149,7 +149,7 @@ def test_clean_evidence_is_clean(demo_gate: GateRun, demo: DemoData) -> None:
         assert evidence["contradiction_rate"] == 0.0
         assert evidence["cross_duplicate_rate"] <= RULES.max_cross_duplicate_rate
         assert (
-            evidence["dataset_sha256"]
+            evidence["dataset_commitment"]
             == hashlib.sha256(to_jsonl(demo.contributors[name])).hexdigest()
         )
         assert evidence["rules_hash"] == "0x" + RULES.hash().hex()
@@ -275,7 +275,7 @@ def test_one_changed_byte_changes_the_evidence_hash(
     second = run(tiny_base, changed, eval_examples, dataclasses.replace(RULES, min_examples=500))
     (a,), (b,) = first.report.decisions, second.report.decisions
     assert a.reason == b.reason == Reason.TOO_FEW_EXAMPLES  # structural only: nothing trained
-    assert a.evidence["dataset_sha256"] != b.evidence["dataset_sha256"]
+    assert a.evidence["dataset_commitment"] != b.evidence["dataset_commitment"]
     assert a.evidence_hash != b.evidence_hash
 
 
@@ -418,7 +418,7 @@ def test_the_probe_sample_seed_needs_every_contribution() -> None:
 
 def test_the_probe_sample_seed_is_recomputable_from_the_evidence(demo_gate: GateRun) -> None:
     decisions = demo_gate.report.decisions
-    digests = ",".join(sorted(d.evidence["dataset_sha256"] for d in decisions))
+    digests = ",".join(sorted(d.evidence["dataset_commitment"] for d in decisions))
     expected = "0x" + hashlib.sha256(f"{RULES.seed}:{digests}".encode()).hexdigest()
     probed = [d for d in decisions if "probe_steps" in d.evidence]
     assert len(probed) == 5  # the three clean, random text and off-domain
@@ -568,3 +568,56 @@ def test_the_threshold_scales_with_the_scores(scores: list[float], factor: float
     assert threshold is not None
     assert scaled is not None
     assert scaled == pytest.approx(threshold * factor, rel=1e-9, abs=1e-6)
+
+
+# ---- the session's size caps -----------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("rules", "why"),
+    [
+        (dataclasses.replace(RULES, max_contribution_bytes=3_000), "over_limit"),
+        (dataclasses.replace(RULES, max_examples=30), "over_limit"),
+        (dataclasses.replace(RULES, max_tokens=3_000), "tokens"),
+    ],
+    ids=["bytes", "examples", "tokens"],
+)
+def test_a_contribution_over_a_size_cap_is_too_large_and_never_probed(
+    tiny_base: BaseModel, eval_examples: list[Example], rules: GateRules, why: str
+) -> None:
+    big = to_jsonl(domain_examples("clinic", 60, seed=5))
+    small = to_jsonl(domain_examples("units", 25, seed=6))
+    assert len(small) < 3_000 < len(big)
+    gate = run(tiny_base, [("big", big), ("small", small)], eval_examples, rules)
+    decision = gate.decision("big")
+    assert (decision.accepted, decision.reason, decision.score) == (False, Reason.TOO_LARGE, None)
+    assert why in decision.evidence
+    if why == "tokens":
+        assert decision.evidence["tokens"] > 3_000
+    assert ("big", "probe") not in gate.progress
+    assert gate.decision("small").reason is not Reason.TOO_LARGE
+
+
+def test_a_huge_integer_is_one_invalid_line_of_its_contribution(
+    tiny_base: BaseModel, eval_examples: list[Example]
+) -> None:
+    records = domain_examples("clinic", 40, seed=8)
+    bigint = b'{"text": "x", "n": ' + b"9" * 5000 + b"}\n"
+    gate = run(
+        tiny_base, [("bigint", to_jsonl(records) + bigint), ("clean", to_jsonl(records[:30]))],
+        eval_examples, dataclasses.replace(RULES, max_cross_duplicate_rate=1.0),
+    )  # fmt: skip
+    decision = gate.decision("bigint")
+    assert decision.reason is Reason.INVALID_LINES
+    assert decision.evidence["invalid_lines"] == 1
+
+
+def test_the_gate_records_the_commitment_it_is_given(
+    tiny_base: BaseModel, eval_examples: list[Example]
+) -> None:
+    data = to_jsonl(domain_examples("units", 10, seed=9))
+    report = run_gate(
+        tiny_base, [("a", data)], eval_examples, RULES, commitment=lambda who, d: f"{who}:{len(d)}"
+    )
+    assert report.decisions[0].evidence["dataset_commitment"] == f"a:{len(data)}"
+    assert hashlib.sha256(data).hexdigest() not in json.dumps(report.to_dict())

@@ -5,9 +5,10 @@ run it (in the SDK) before encrypting, against the enclave record on chain; the
 on-chain registry ran the matching ``IAttestationVerifier`` contract when the enclave
 registered.
 
-Implemented: ``dev``, an EIP-712 statement {signer, HPKE key hash, measurement} signed by
-the dev-authority key that the ``DevAttestationVerifier`` contract names. **It gives no
-hardware guarantee**: it proves only that the dev authority vouched for the keys.
+Implemented: ``dev``, an EIP-712 statement {signer, HPKE key hash, measurement, expiry,
+nonce} signed by the dev-authority key that the ``DevAttestationVerifier`` contract names.
+**It gives no hardware guarantee**: it proves only that the dev authority vouched for the
+keys.
 
 For a real TEE, a verifier checks a hardware quote instead:
 
@@ -29,13 +30,17 @@ from dataclasses import dataclass
 from eth_utils.address import to_checksum_address
 
 from cotune.chain.clients.registry import DevVerifierClient, EnclaveRecord, EnclaveRegistryClient
-from cotune.chain.statements import recover_enclave_statement
+from cotune.chain.statements import DevEvidence, recover_enclave_statement
 from cotune.common.errors import CotuneError
 from cotune.crypto.hpke import HpkePublicKey
 
 
 class AttestationError(CotuneError):
     """The enclave's attestation does not hold; nothing must be encrypted to it."""
+
+
+class RevokedKeysError(AttestationError):
+    """The registry revoked these enclave keys: they can never register or serve again."""
 
 
 @dataclass(frozen=True)
@@ -76,8 +81,16 @@ class DevStatementVerifier(AttestationVerifier):
         self.verifier = verifier
 
     def verify(self, record: EnclaveRecord) -> None:
-        """Recover the statement's signer and compare it with the dev authority."""
+        """Recover the statement's signer, compare it with the dev authority, check freshness.
+
+        A statement is fresh when the enclave registered by its expiry (``registered_at``
+        at most ``valid_until``), which is what the verifier contract checked at that
+        moment. A registered enclave stays valid after its statement expires: freshness
+        bounds how long a statement can wait to register (and the registry admits each
+        statement once), while revocation is what ends trust in a registered enclave.
+        """
         try:
+            evidence = DevEvidence.from_bytes(record.evidence)
             signer = recover_enclave_statement(
                 self.verifier.domain(),
                 record.signer,
@@ -92,6 +105,11 @@ class DevStatementVerifier(AttestationVerifier):
             raise AttestationError(
                 f"enclave {record.enclave_id}: statement signed by {signer}, "
                 f"not by the dev authority {authority}"
+            )
+        if record.registered_at > evidence.valid_until:
+            raise AttestationError(
+                f"enclave {record.enclave_id}: its statement expired at {evidence.valid_until}, "
+                f"before the enclave registered at {record.registered_at}"
             )
 
 

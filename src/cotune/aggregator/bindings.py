@@ -3,9 +3,14 @@
 Anything encrypted to the enclave or sealed to a contributor is opened only under the
 same context, so a ciphertext replayed into another session or under another address
 fails to decrypt (``ContextMismatchError``).
+
+Also the salted commitments that public reports carry instead of a dataset's hash.
 """
 
 from __future__ import annotations
+
+import hashlib
+import hmac
 
 from eth_utils.address import to_checksum_address
 
@@ -43,3 +48,26 @@ def model_info(chain_id: int, coordinator: str, session_id: int) -> bytes:
 def model_key_info(chain_id: int, coordinator: str, session_id: int, contributor: str) -> bytes:
     """Context of the model key sealed to one accepted contributor."""
     return _context("model-key", chain_id, coordinator, session=session_id, contributor=contributor)
+
+
+def commitment_salt_info(
+    chain_id: int, coordinator: str, session_id: int, contributor: str
+) -> bytes:
+    """Context a commitment salt is derived under (from the contributor's or enclave's key)."""
+    return _context(
+        "commitment-salt", chain_id, coordinator, session=session_id, contributor=contributor
+    )
+
+
+def derive_salt(secret: bytes, info: bytes) -> bytes:
+    """A 32-byte salt only the holder of ``secret`` can recompute (HMAC-SHA256)."""
+    return hmac.new(secret, info, hashlib.sha256).digest()
+
+
+def dataset_commitment(salt: bytes, data: bytes) -> str:
+    """What a public report says of a contribution's data: SHA-256 over a salt and the data.
+
+    Without the salt nobody can test a guessed dataset against it; the contributor, who
+    derived the salt from its own key, can check that the enclave trained on its bytes.
+    """
+    return hashlib.sha256(b"cotune/dataset-commitment/v1|" + salt + data).hexdigest()

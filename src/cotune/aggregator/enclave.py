@@ -24,6 +24,7 @@ from cryptography.hazmat.primitives.kdf.scrypt import Scrypt
 from eth_account import Account
 from eth_account.signers.local import LocalAccount
 
+from cotune.aggregator.bindings import derive_salt
 from cotune.chain.statements import RejectionCertificate
 from cotune.common.atomic import write_bytes_atomic
 from cotune.common.errors import CotuneError
@@ -81,6 +82,10 @@ class EnclaveKeys:
     def decrypt(self, ciphertext: bytes, info: bytes) -> bytes:
         """Open a stream ciphertext made for this enclave under context ``info``."""
         return decrypt_bytes(ciphertext, self._hpke, info)
+
+    def derive_salt(self, info: bytes) -> bytes:
+        """A secret salt for ``info``, the same after every restart (for unsalted uploads)."""
+        return derive_salt(self._hpke.secret_bytes(), info)
 
     def sign_rejection(self, certificate: RejectionCertificate, domain: Eip712Domain) -> bytes:
         """Sign a rejection certificate as this enclave."""

@@ -5,6 +5,13 @@ Everything before ``uploaded`` runs in memory (plus a temporary directory for th
 adapter files, removed on every exit path) and is simply redone after a crash: training
 is deterministic, so the redo gives the same adapter. Every chain write is preceded by
 a read of the chain state, so a restart never finalizes or slashes twice.
+
+Before any work the session's worst case is checked against the operator's limits
+(:mod:`cotune.aggregator.limits`); each contribution is taken in on its own, so one bad
+submission rejects its author and nobody else (:mod:`cotune.aggregator.intake`); the
+training deadline and the operator's time budget are checked before every stage and
+after every training step (:mod:`cotune.aggregator.budget`); a session is given up after
+``MAX_ATTEMPTS`` starts that did not finish, a SIGKILL included.
 """
 
 from __future__ import annotations
@@ -14,41 +21,44 @@ import hashlib
 import io
 import os
 import signal
-import tempfile
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from cotune.aggregator.bindings import (
-    eval_set_info,
-    model_info,
-    model_key_info,
-    submission_info,
-)
+from cotune.aggregator.bindings import eval_set_info, model_info, model_key_info
+from cotune.aggregator.budget import SessionBudget
 from cotune.aggregator.enclave import DEV_MODE_WARNING, EnclaveKeys
+from cotune.aggregator.faults import (
+    InfrastructureError,
+    SessionFailedError,
+    is_infrastructure_fault,
+)
+from cotune.aggregator.intake import Intake, Opened, Refused
+from cotune.aggregator.limits import OperatorLimits, max_ciphertext_bytes, over_limits
 from cotune.aggregator.package import pack_adapter
-from cotune.aggregator.spec import canonical, fetch_rules, fetch_spec
+from cotune.aggregator.spec import SessionSpec, SpecError, canonical, fetch_rules, fetch_spec
 from cotune.aggregator.state import Stage, StateStore
+from cotune.aggregator.workspace import plaintext_workspace
 from cotune.chain.clients.coordinator import ContributionStatus, SessionInfo, SessionState
 from cotune.chain.deployment import Contracts
 from cotune.chain.errors import ChainError, RevertError
 from cotune.chain.events import Submitted
 from cotune.chain.statements import RejectionCertificate
 from cotune.crypto.errors import CryptoError
-from cotune.crypto.hpke import HpkePrivateKey, HpkePublicKey, seal
+from cotune.crypto.hpke import HpkePrivateKey, seal
 from cotune.crypto.stream import encrypt_bytes
-from cotune.dataset.provenance import DatasetClaim, ProvenanceError, unwrap_submission
 from cotune.storage.base import BlobStore
 from cotune.storage.errors import StorageError
 from cotune.training.adapter import build_manifest, save_adapter
 from cotune.training.base_model import BaseModel, load_base
-from cotune.training.data import DatasetValidationError, load_dataset
+from cotune.training.data import DatasetValidationError, Example, load_dataset
 from cotune.training.evaluate import evaluate
-from cotune.training.gate import Decision, Reason, run_gate
+from cotune.training.gate import Decision, GateReport, run_gate
 from cotune.training.manifest import DatasetRecord
-from cotune.training.trainer import StepCallback, balance_sources, detach_lora, train_lora
+from cotune.training.rules import GateRules
+from cotune.training.trainer import StepCallback, balance_sources, detach_lora, train_encoded
 
 FAULT_ENV = "COTUNE_FAULT_AT"
 """Crash testing: the process kills itself (SIGKILL) on reaching the named fault point."""
@@ -65,27 +75,15 @@ FAULT_POINTS = (
 )
 
 
+MAX_ATTEMPTS = 5
+"""Starts of a session's compute that may end without an answer (an error, or the process
+killed under it) before the session is given up; storage and chain outages do not count."""
+
+
 def fault_point(name: str) -> None:
     """Die here, as abruptly as a power cut, when ``COTUNE_FAULT_AT`` names this point."""
     if os.environ.get(FAULT_ENV) == name:
         os.kill(os.getpid(), signal.SIGKILL)
-
-
-class SessionFailedError(Exception):
-    """The session cannot complete (recorded as ``failed``; ``recover`` retries)."""
-
-
-def plaintext_dir() -> str | None:
-    """Where temporary plaintext goes: memory-backed ``/dev/shm`` when there is one."""
-    shm = Path("/dev/shm")  # noqa: S108 - a tmpfs, not a shared temp path
-    return str(shm) if shm.is_dir() and os.access(shm, os.W_OK) else None
-
-
-@contextlib.contextmanager
-def plaintext_workspace() -> Iterator[Path]:
-    """A private (mode 0700) temporary directory, removed on every exit path."""
-    with tempfile.TemporaryDirectory(prefix="cotune-enclave-", dir=plaintext_dir()) as tmp:
-        yield Path(tmp)
 
 
 @dataclass
@@ -105,6 +103,18 @@ class Stopwatch:
 
 
 BaseLoader = Callable[[str], BaseModel]
+
+
+@dataclass(frozen=True)
+class _Run:
+    """What the stages of one session's compute share."""
+
+    session_id: int
+    spec: SessionSpec
+    rules: GateRules
+    budget: SessionBudget
+    eval_examples: list[Example]
+    base: BaseModel
 
 
 class BaseModels:
@@ -133,6 +143,8 @@ class SessionProcessor:
         enclave_id: int,
         measurement: bytes,
         state: StateStore,
+        workspace_root: Path,
+        limits: OperatorLimits | None = None,
         bases: BaseModels | None = None,
         from_block: int = 0,
         on_train_step: StepCallback | None = None,
@@ -144,6 +156,8 @@ class SessionProcessor:
         self.enclave_id = enclave_id
         self.measurement = measurement
         self.state = state
+        self.workspace_root = workspace_root
+        self.limits = limits or OperatorLimits()
         self.bases = bases or BaseModels()
         self.from_block = from_block
 
@@ -157,7 +171,11 @@ class SessionProcessor:
         self.state.log(session_id, message)
 
     def process(self, session_id: int) -> Stage:
-        """Take the session as far as it can go now; returns the stage reached."""
+        """Take the session as far as it can go now; returns the stage reached.
+
+        ``SessionFailedError`` ends the session as ``failed``; any other exception
+        propagates for the caller to retry later (an outage of storage or the chain).
+        """
         record = self.state.enqueue(session_id)
         if record.stage in (Stage.DONE, Stage.FAILED):
             return record.stage
@@ -165,10 +183,22 @@ class SessionProcessor:
             info = self.contracts.coordinator.session(session_id)
             if info.enclave_id != self.enclave_id:
                 raise SessionFailedError(f"session {session_id} runs on enclave {info.enclave_id}")
+            chain_time = self.contracts.coordinator.chain.timestamp()
+            if info.state is SessionState.TRAINING and chain_time > info.training_deadline:
+                last = f" (the last error: {record.error})" if record.error else ""
+                raise SessionFailedError(
+                    f"the training deadline passed before session {session_id} finished{last}"
+                )
             if record.stage.rank < Stage.UPLOADED.rank:
                 if info.state is not SessionState.TRAINING:
                     return self._not_training(session_id, info)
-                self.state.note_attempt(session_id, "started")
+                if record.attempts >= MAX_ATTEMPTS:
+                    last = record.error or "the aggregator stopped while running it"
+                    raise SessionFailedError(
+                        f"gave up after {record.attempts} attempts that did not finish "
+                        f"(the last: {last})"
+                    )
+                self.state.note_attempt(session_id, "started")  # before the work: a kill counts
                 self.state.advance(session_id, Stage.UPLOADED, self._compute(session_id, info))
                 fault_point("uploaded")
             if self.state_of(session_id).rank < Stage.FINALIZED.rank:
@@ -195,102 +225,53 @@ class SessionProcessor:
             return Stage.QUEUED  # not ready: quorum not reached yet
         raise SessionFailedError(f"session {session_id} is {info.state.name}, not Training")
 
+    def _budget(self, info: SessionInfo) -> SessionBudget:
+        """The session's time budget, with the chain's clock mapped onto this machine's.
+
+        A dev chain's clock may run ahead of the wall clock (time travel); a real chain's
+        lags it by a block at most. The deadline is met by whichever is later.
+        """
+        ahead = max(0.0, self.contracts.coordinator.chain.timestamp() - time.time())
+        return SessionBudget(
+            info.training_deadline - ahead, max_seconds=self.limits.max_session_seconds
+        )
+
     # ---- compute (in memory) ---------------------------------------------------------------
 
     def _compute(self, session_id: int, info: SessionInfo) -> dict[str, Any]:
         clock = Stopwatch()
         coordinator = self.contracts.coordinator
+        budget = self._budget(info)
+        budget.check("start")
         with clock.stage("fetch"):
-            try:
-                spec = fetch_spec(self.store, info.model_ref)
-                rules = fetch_rules(self.store, info.gate_rules_hash)
-            except Exception as exc:
-                raise SessionFailedError(str(exc)) from exc
+            spec, rules = self._committed(info)
             submissions = coordinator.submissions(session_id, self.from_block)
+            problems = over_limits(spec, rules, len(submissions), self.limits)
+            if problems:
+                raise SessionFailedError(
+                    "refused: the session asks for more than this aggregator allows: "
+                    + "; ".join(problems)
+                )
             self.log(session_id, f"fetching {len(submissions)} submissions and the eval set")
-            eval_examples = self._eval_set(info)
-            readable, unreadable = self._decrypt_all(session_id, submissions)
-            readable, claims, false_claims = self._open_envelopes(session_id, readable)
+            eval_examples = self._eval_set(info, rules)
+            opened, refused = self._take_in(session_id, submissions, rules, budget)
         fault_point("fetched")
-        base = self.bases(spec.base_model)
+        run = _Run(session_id, spec, rules, budget, eval_examples, self.bases(spec.base_model))
         with clock.stage("gate"):
-            self.log(session_id, f"quality gate over {len(readable)} readable contributions")
-            report = run_gate(
-                base,
-                readable,
-                eval_examples,
-                rules,
-                on_progress=lambda who, stage: self.log(session_id, f"gate: {stage} {who}"),
-            )
-        decisions = (
-            report.decisions
-            + [
-                Decision(who, False, Reason.UNREADABLE, None, 0, {"contributor": who, "error": why})
-                for who, why in unreadable.items()
-            ]
-            + [
-                Decision(who, False, Reason.PROVENANCE, None, 0, {"contributor": who, "error": why})
-                for who, why in false_claims.items()
-            ]
-        )
-        for d in decisions:
-            self.log(session_id, f"gate: {d.contributor} {d.reason.name.lower()} score={d.score}")
+            report, decisions = self._gate(run, opened, refused)
         fault_point("gated")
         accepted = report.accepted
         if not accepted:
             raise SessionFailedError("the gate accepted no contribution: nothing to train")
-        sources = [report.accepted_examples[d.contributor] for d in accepted]
-        examples = (
-            balance_sources(sources, spec.hyperparams.seed)
-            if spec.balance
-            else [e for s in sources for e in s]
-        )
-        by_contributor = {s.contributor: s for s in submissions}
+        by_contributor = {o.contributor: o for o in opened}
+        for d in accepted:
+            claim = by_contributor[d.contributor].claim
+            if claim is not None:
+                self.log(session_id, f"{d.contributor} contributed {claim.name}")
         with clock.stage("train"):
-            self.log(session_id, f"joint training on {len(examples)} examples")
-            last_logged = [0.0]
-
-            def on_step(step: int, total: int, loss: float) -> None:
-                if self.on_train_step is not None:
-                    self.on_train_step(step, total, loss)
-                if time.monotonic() - last_logged[0] > 2 or step == total:
-                    last_logged[0] = time.monotonic()
-                    self.log(session_id, f"train: step {step}/{total} loss {loss:.4f}")
-
-            result = train_lora(base, examples, spec.hyperparams, on_step=on_step)
-            try:
-                eval_adapter = evaluate(base, eval_examples, model=result.model)
-                manifest = build_manifest(
-                    base,
-                    spec.hyperparams,
-                    [
-                        DatasetRecord(
-                            d.contributor, d.evidence["dataset_sha256"], d.evidence["examples"]
-                        )
-                        for d in accepted
-                    ],
-                    steps=result.steps,
-                    tokens=result.tokens,
-                    eval_base=report.base_eval,
-                    eval_adapter=eval_adapter,
-                    extra={
-                        "session": self._session_fields(session_id),
-                        "gate_rules_hash": "0x" + rules.hash().hex(),
-                        "accepted": [d.contributor for d in accepted],
-                        "rejected": [d.contributor for d in decisions if not d.accepted],
-                        "provenance": [
-                            {"contributor": d.contributor} | claims[d.contributor].to_dict()
-                            for d in accepted
-                            if d.contributor in claims
-                        ],
-                    },
-                )
-                with plaintext_workspace() as workspace:
-                    save_adapter(result.model, workspace / "adapter", manifest)
-                    archive = pack_adapter(workspace / "adapter")
-            finally:
-                detach_lora(result.model)
+            archive, manifest, eval_adapter = self._train(run, report, decisions, by_contributor)
         fault_point("trained")
+        budget.check("seal")
         with clock.stage("seal"):
             model_key = HpkePrivateKey.generate()
             ciphertext = encrypt_bytes(
@@ -299,7 +280,7 @@ class SessionProcessor:
             sealed = [
                 seal(
                     model_key.secret_bytes(),
-                    HpkePublicKey.from_bytes(by_contributor[d.contributor].hpke_public_key),
+                    by_contributor[d.contributor].hpke_key,
                     model_key_info(self.chain_id, self._coord, session_id, d.contributor),
                 )
                 for d in accepted
@@ -319,8 +300,9 @@ class SessionProcessor:
             }
             manifest_ref = self.store.put(io.BytesIO(canonical(public_report)))
         self.log(session_id, f"adapter encrypted and stored as {model_ref}")
+        submitted = {s.contributor: s for s in submissions}
         certificates = [
-            self._certificate(session_id, d, by_contributor[d.contributor])
+            self._certificate(session_id, d, submitted[d.contributor])
             for d in decisions
             if not d.accepted
         ]
@@ -332,10 +314,137 @@ class SessionProcessor:
             "sealed_keys": [k.hex() for k in sealed],
             "certificates": certificates,
             "decisions": [d.to_dict() for d in decisions],
-            "eval": {"base": report.base_eval.loss, "joint": eval_adapter.loss},
+            "eval": {"base": report.base_eval.loss, "joint": eval_adapter},
             "seconds": clock.seconds,
             "adapter_sha256": hashlib.sha256(archive).hexdigest(),
         }
+
+    def _take_in(
+        self,
+        session_id: int,
+        submissions: list[Submitted],
+        rules: GateRules,
+        budget: SessionBudget,
+    ) -> tuple[list[Opened], list[Refused]]:
+        """Open every submission on its own; a bad one rejects its author alone."""
+        intake = Intake(
+            self.store,
+            self.keys,
+            chain_id=self.chain_id,
+            coordinator=self._coord,
+            session_id=session_id,
+            rules=rules,
+        )
+        opened: list[Opened] = []
+        refused: list[Refused] = []
+        for submission in submissions:
+            budget.check("fetch")
+            taken = intake.take(submission)
+            if isinstance(taken, Refused):
+                refused.append(taken)
+                self.log(
+                    session_id,
+                    f"submission of {taken.contributor} refused "
+                    f"({taken.reason.name.lower()}): {taken.error}",
+                )
+            else:
+                opened.append(taken)
+        return opened, refused
+
+    def _gate(
+        self, run: _Run, opened: list[Opened], refused: list[Refused]
+    ) -> tuple[GateReport, list[Decision]]:
+        """The quality gate over what opened, and every decision (the refused included)."""
+        session_id = run.session_id
+        self.log(session_id, f"quality gate over {len(opened)} readable contributions")
+        commitments = {o.contributor: o.commitment for o in opened}
+
+        def on_progress(who: str, stage: str) -> None:
+            run.budget.check("gate")
+            self.log(session_id, f"gate: {stage} {who}")
+
+        report = run_gate(
+            run.base,
+            [(o.contributor, o.data) for o in opened],
+            run.eval_examples,
+            run.rules,
+            on_progress=on_progress,
+            seq_len=run.spec.hyperparams.seq_len,
+            commitment=lambda who, _data: commitments[who],
+        )
+        decisions = report.decisions + [
+            Decision(r.contributor, False, r.reason, None, 0, {"contributor": r.contributor,
+                                                                "error": r.error})
+            for r in refused
+        ]  # fmt: skip
+        for d in decisions:
+            self.log(session_id, f"gate: {d.contributor} {d.reason.name.lower()} score={d.score}")
+        return report, decisions
+
+    def _train(
+        self,
+        run: _Run,
+        report: GateReport,
+        decisions: list[Decision],
+        opened: dict[str, Opened],
+    ) -> tuple[bytes, dict[str, Any], float]:
+        """Joint training on the accepted data; the packed adapter, its manifest, eval loss."""
+        session_id, base, spec = run.session_id, run.base, run.spec
+        accepted = report.accepted
+        sources = [report.accepted_encoded[d.contributor] for d in accepted]
+        encoded = (
+            balance_sources(sources, spec.hyperparams.seed)
+            if spec.balance
+            else [e for s in sources for e in s]
+        )
+        self.log(session_id, f"joint training on {len(encoded)} examples")
+        last_logged = [0.0]
+
+        def on_step(step: int, total: int, loss: float) -> None:
+            run.budget.check("train")
+            if self.on_train_step is not None:
+                self.on_train_step(step, total, loss)
+            if time.monotonic() - last_logged[0] > 2 or step == total:
+                last_logged[0] = time.monotonic()
+                self.log(session_id, f"train: step {step}/{total} loss {loss:.4f}")
+
+        result = train_encoded(base, encoded, spec.hyperparams, on_step=on_step)
+        try:
+            eval_adapter = evaluate(base, run.eval_examples, model=result.model)
+            manifest = build_manifest(
+                base,
+                spec.hyperparams,
+                [
+                    DatasetRecord(
+                        d.contributor,
+                        _claimed_sha256(opened[d.contributor]),
+                        d.evidence["examples"],
+                        commitment=d.evidence["dataset_commitment"],
+                    )
+                    for d in accepted
+                ],
+                steps=result.steps,
+                tokens=result.tokens,
+                eval_base=report.base_eval,
+                eval_adapter=eval_adapter,
+                extra={
+                    "session": self._session_fields(session_id),
+                    "gate_rules_hash": "0x" + run.rules.hash().hex(),
+                    "accepted": [d.contributor for d in accepted],
+                    "rejected": [d.contributor for d in decisions if not d.accepted],
+                    "provenance": [
+                        {"contributor": d.contributor} | claim.to_dict()
+                        for d in accepted
+                        if (claim := opened[d.contributor].claim) is not None
+                    ],
+                },
+            )
+            with plaintext_workspace(self.workspace_root) as workspace:
+                save_adapter(result.model, workspace / "adapter", manifest)
+                archive = pack_adapter(workspace / "adapter")
+        finally:
+            detach_lora(result.model)
+        return archive, manifest, eval_adapter.loss
 
     @property
     def _coord(self) -> str:
@@ -352,52 +461,35 @@ class SessionProcessor:
             "warning": DEV_MODE_WARNING,
         }
 
-    def _eval_set(self, info: SessionInfo) -> list[Any]:
+    def _committed(self, info: SessionInfo) -> tuple[SessionSpec, GateRules]:
+        """The spec and rules the session committed (an outage is retried, bad ones fail)."""
         try:
-            blob = self.store.get_bytes(self.store.stat(info.eval_set_commitment.hex()))
+            return fetch_spec(self.store, info.model_ref), fetch_rules(
+                self.store, info.gate_rules_hash
+            )
+        except SpecError as exc:
+            if exc.__cause__ is not None and is_infrastructure_fault(exc.__cause__):
+                raise InfrastructureError(str(exc)) from exc
+            raise SessionFailedError(str(exc)) from exc
+
+    def _eval_set(self, info: SessionInfo, rules: GateRules) -> list[Example]:
+        """The owner's eval set, under the same caps as a contribution."""
+        try:
+            ref = self.store.stat(info.eval_set_commitment.hex())
+            if ref.size > max_ciphertext_bytes(rules.max_contribution_bytes):
+                raise SessionFailedError(
+                    f"the owner's eval set is {ref.size:,} bytes, over the rules' cap"
+                )
+            blob = self.store.get_bytes(ref)
             plain = self.keys.decrypt(blob, eval_set_info(self.chain_id, self._coord, info.owner))
-            return list(load_dataset(plain, "eval set").examples)
-        except (StorageError, CryptoError, DatasetValidationError, ValueError) as exc:
+            examples = list(load_dataset(plain, "eval set", rules.data_limits()).examples)
+        except (StorageError, OSError) as exc:
+            if is_infrastructure_fault(exc) or isinstance(exc, OSError):
+                raise InfrastructureError(f"the owner's eval set: {exc}") from exc
             raise SessionFailedError(f"the owner's eval set cannot be used: {exc}") from exc
-
-    def _decrypt_all(
-        self, session_id: int, submissions: list[Submitted]
-    ) -> tuple[list[tuple[str, bytes]], dict[str, str]]:
-        readable: list[tuple[str, bytes]] = []
-        unreadable: dict[str, str] = {}
-        for sub in submissions:
-            info = submission_info(self.chain_id, self._coord, session_id, sub.contributor)
-            try:
-                blob = self.store.get_bytes(self.store.stat(sub.ciphertext_hash.hex()))
-                readable.append((sub.contributor, self.keys.decrypt(blob, info)))
-            except (StorageError, CryptoError, ValueError) as exc:
-                reason = f"{type(exc).__name__}: {exc}"
-                unreadable[sub.contributor] = reason
-                self.log(session_id, f"unreadable submission from {sub.contributor}: {reason}")
-        return readable, unreadable
-
-    def _open_envelopes(
-        self, session_id: int, readable: list[tuple[str, bytes]]
-    ) -> tuple[list[tuple[str, bytes]], dict[str, DatasetClaim], dict[str, str]]:
-        """Split off each submission's dataset claim and check it against its data."""
-        data: list[tuple[str, bytes]] = []
-        claims: dict[str, DatasetClaim] = {}
-        false_claims: dict[str, str] = {}
-        for who, plaintext in readable:
-            try:
-                payload, found = unwrap_submission(plaintext)
-                for claim in found:
-                    claim.check(payload)
-            except ProvenanceError as exc:
-                false_claims[who] = str(exc)
-                self.log(session_id, f"dataset claim of {who} refused: {exc}")
-                continue
-            data.append((who, payload))
-            if found:
-                claims[who] = found[0]
-                entry = found[0].signed.entry
-                self.log(session_id, f"{who} submitted {entry.dataset_id} v{entry.version}")
-        return data, claims, false_claims
+        except (CryptoError, DatasetValidationError, ValueError) as exc:
+            raise SessionFailedError(f"the owner's eval set cannot be used: {exc}") from exc
+        return examples
 
     def _certificate(self, session_id: int, decision: Decision, sub: Submitted) -> dict[str, Any]:
         certificate = RejectionCertificate(
@@ -488,3 +580,8 @@ def certificate_from_dict(raw: dict[str, Any]) -> RejectionCertificate:
         score=int(raw["score"]),
         evidence_hash=bytes.fromhex(raw["evidence_hash"]),
     )
+
+
+def _claimed_sha256(opened: Opened) -> str | None:
+    """The data's plain SHA-256 if it is a claimed published dataset (public already)."""
+    return opened.claim.signed.entry.artifact_sha256.hex() if opened.claim is not None else None

@@ -12,10 +12,14 @@ import json
 from dataclasses import dataclass, field
 from typing import Any
 
+from cotune.common import jsonsafe
 from cotune.common.errors import CotuneError
 from cotune.storage.base import BlobStore
 from cotune.training.config import TINY_MODEL_ID, LoraHyperparams
 from cotune.training.rules import GateRules
+
+MAX_DOCUMENT_BYTES = 1 << 20
+"""A committed spec or rules document larger than this is refused unread."""
 
 
 class SpecError(CotuneError):
@@ -71,10 +75,17 @@ def publish(store: BlobStore, document: dict[str, Any]) -> bytes:
 
 
 def fetch_document(store: BlobStore, digest: bytes, what: str) -> dict[str, Any]:
-    """Fetch and parse a committed document; ``SpecError`` when missing or malformed."""
+    """Fetch and parse a committed document; ``SpecError`` when missing, too large or malformed.
+
+    The error's ``__cause__`` is the storage error when the store failed (so a caller can
+    tell an outage from a bad document).
+    """
     try:
-        raw = store.get_bytes(store.stat(digest.hex()))
-        document = json.loads(raw)
+        ref = store.stat(digest.hex())
+        if ref.size > MAX_DOCUMENT_BYTES:
+            raise ValueError(f"{ref.size:,} bytes, over the cap of {MAX_DOCUMENT_BYTES:,}")
+        raw = store.get_bytes(ref)
+        document = jsonsafe.loads(raw)
     except Exception as exc:
         raise SpecError(f"the session's {what} (0x{digest.hex()}) cannot be read: {exc}") from exc
     if not isinstance(document, dict) or canonical(document) != raw:

@@ -46,6 +46,10 @@ class SessionRecord:
     error: str | None = None
     result: dict[str, Any] = field(default_factory=dict)
     timestamps: dict[str, float] = field(default_factory=dict)
+    not_before: float = 0.0
+    """The session is not retried before this time (after an error)."""
+    faults: int = 0
+    """Storage or chain faults in a row (they set the backoff, not the attempts)."""
 
     def to_dict(self) -> dict[str, Any]:
         """Plain JSON-able form (all public)."""
@@ -57,6 +61,8 @@ class SessionRecord:
             "attempts": self.attempts,
             "error": self.error,
             "timestamps": self.timestamps,
+            "not_before": self.not_before,
+            "faults": self.faults,
             "result": self.result,
         }
 
@@ -101,6 +107,20 @@ class StateStore(abc.ABC):
         """Count a processing attempt and time-stamp the stage it starts."""
 
     @abc.abstractmethod
+    def retry_later(
+        self, session_id: int, error: str, not_before: float, *, infrastructure: bool
+    ) -> SessionRecord:
+        """Record an error and when to try again.
+
+        An ``infrastructure`` fault (storage, the chain) gives the attempt back and counts
+        one more fault in a row; any other error keeps the attempt and clears that count.
+        """
+
+    @abc.abstractmethod
+    def reset_attempts(self, session_id: int) -> None:
+        """Forget the attempts and faults so far (an operator's explicit recovery)."""
+
+    @abc.abstractmethod
     def log(self, session_id: int, message: str) -> LogLine:
         """Append a line to a session's log."""
 
@@ -126,7 +146,9 @@ CREATE TABLE IF NOT EXISTS sessions (
     attempts INTEGER NOT NULL DEFAULT 0,
     error TEXT,
     result TEXT NOT NULL DEFAULT '{}',
-    timestamps TEXT NOT NULL DEFAULT '{}'
+    timestamps TEXT NOT NULL DEFAULT '{}',
+    not_before REAL NOT NULL DEFAULT 0,
+    faults INTEGER NOT NULL DEFAULT 0
 );
 CREATE TABLE IF NOT EXISTS logs (
     line_id INTEGER PRIMARY KEY AUTOINCREMENT,
@@ -137,6 +159,11 @@ CREATE TABLE IF NOT EXISTS logs (
 CREATE INDEX IF NOT EXISTS logs_by_session ON logs (session_id, line_id);
 CREATE TABLE IF NOT EXISTS kv (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 """
+_ADDED_COLUMNS = {"not_before": "REAL NOT NULL DEFAULT 0", "faults": "INTEGER NOT NULL DEFAULT 0"}
+_COLUMNS = (
+    "session_id, stage, created_at, updated_at, attempts, error, result, timestamps, "
+    "not_before, faults"
+)
 
 
 class SqliteStateStore(StateStore):
@@ -150,6 +177,10 @@ class SqliteStateStore(StateStore):
             self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA synchronous=FULL")
         self._db.executescript(_SCHEMA)
+        columns = {row[1] for row in self._db.execute("PRAGMA table_info(sessions)")}
+        for column, kind in _ADDED_COLUMNS.items():  # a database made by an older release
+            if column not in columns:
+                self._db.execute(f"ALTER TABLE sessions ADD COLUMN {column} {kind}")
 
     def close(self) -> None:
         """Close the database."""
@@ -158,8 +189,7 @@ class SqliteStateStore(StateStore):
 
     def _row(self, session_id: int) -> SessionRecord | None:
         row = self._db.execute(
-            "SELECT session_id, stage, created_at, updated_at, attempts, error, result, "
-            "timestamps FROM sessions WHERE session_id = ?",
+            f"SELECT {_COLUMNS} FROM sessions WHERE session_id = ?",  # noqa: S608 - constant
             (session_id,),
         ).fetchone()
         return _record(row) if row else None
@@ -186,8 +216,7 @@ class SqliteStateStore(StateStore):
         """Every tracked session, oldest first."""
         with self._lock:
             rows = self._db.execute(
-                "SELECT session_id, stage, created_at, updated_at, attempts, error, result, "
-                "timestamps FROM sessions ORDER BY session_id"
+                f"SELECT {_COLUMNS} FROM sessions ORDER BY session_id"  # noqa: S608 - constant
             ).fetchall()
         return [_record(r) for r in rows]
 
@@ -204,7 +233,7 @@ class SqliteStateStore(StateStore):
             stamps = record.timestamps | {stage.value: now}
             self._db.execute(
                 "UPDATE sessions SET stage = ?, updated_at = ?, error = NULL, result = ?, "
-                "timestamps = ? WHERE session_id = ?",
+                "timestamps = ?, not_before = 0, faults = 0 WHERE session_id = ?",
                 (stage.value, now, json.dumps(merged), json.dumps(stamps), session_id),
             )
             updated = self._row(session_id)
@@ -233,6 +262,33 @@ class SqliteStateStore(StateStore):
                 "UPDATE sessions SET attempts = attempts + 1, updated_at = ?, timestamps = ? "
                 "WHERE session_id = ?",
                 (now, json.dumps(stamps), session_id),
+            )
+
+    def retry_later(
+        self, session_id: int, error: str, not_before: float, *, infrastructure: bool
+    ) -> SessionRecord:
+        """Record an error and when to try again (an outage gives the attempt back)."""
+        with self._lock:
+            if infrastructure:
+                change = "attempts = MAX(0, attempts - 1), faults = faults + 1"
+            else:
+                change = "faults = 0"
+            self._db.execute(
+                f"UPDATE sessions SET {change}, error = ?, not_before = ?, updated_at = ? "  # noqa: S608
+                "WHERE session_id = ?",
+                (error, not_before, time.time(), session_id),
+            )
+            record = self._row(session_id)
+        if record is None:
+            raise KeyError(f"session {session_id} is not tracked")
+        return record
+
+    def reset_attempts(self, session_id: int) -> None:
+        """Forget the attempts and faults so far."""
+        with self._lock:
+            self._db.execute(
+                "UPDATE sessions SET attempts = 0, faults = 0, not_before = 0 WHERE session_id = ?",
+                (session_id,),
             )
 
     def log(self, session_id: int, message: str) -> LogLine:
@@ -281,6 +337,8 @@ def _record(row: tuple[Any, ...]) -> SessionRecord:
         error=row[5],
         result=json.loads(row[6]),
         timestamps=json.loads(row[7]),
+        not_before=float(row[8]),
+        faults=int(row[9]),
     )
 
 

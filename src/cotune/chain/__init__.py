@@ -9,6 +9,7 @@ from cotune.chain.clients.coordinator import (
     ContributionInfo,
     ContributionStatus,
     CoordinatorClient,
+    Payout,
     SessionInfo,
     SessionParams,
     SessionState,
@@ -19,12 +20,14 @@ from cotune.chain.clients.registry import DevVerifierClient, EnclaveRecord, Encl
 from cotune.chain.connection import EMBEDDED, Chain, connect
 from cotune.chain.deployment import Contracts, Deployment, deploy_all
 from cotune.chain.errors import ChainError, DeploymentError, RevertError, TransactionError
+from cotune.chain.limits import MAX_CONTRIBUTORS
 from cotune.chain.statements import RejectionCertificate
 from cotune.chain.transactions import TxResult
 from cotune.chain.watcher import Cursor, EventWatcher
 
 __all__ = [
     "EMBEDDED",
+    "MAX_CONTRIBUTORS",
     "Chain",
     "ChainError",
     "Contracts",
@@ -42,6 +45,7 @@ __all__ = [
     "Listing",
     "ModelNftClient",
     "ModelRecord",
+    "Payout",
     "RejectionCertificate",
     "RevertError",
     "SessionInfo",

@@ -21,7 +21,9 @@ from cotune.common.atomic import write_bytes_atomic
 
 DEFAULT_SLASH_WINDOW = 7 * 24 * 3600
 """Seconds after finalize during which rejected contributors can be slashed."""
-RECORD_VERSION = 2
+RECORD_VERSION = 3
+"""Bumped whenever the contracts change: an older record names contracts this release
+cannot talk to (``cotune devnet up`` redeploys over it)."""
 
 
 @dataclass(frozen=True)
@@ -176,7 +178,7 @@ def deploy_all(
     start = chain.block_number()
     verifier, _ = DevVerifierClient.deploy(chain, deployer, authority)
     registry, _ = EnclaveRegistryClient.deploy(chain, deployer, deployer.address)
-    nft, _ = ModelNftClient.deploy(chain, deployer)
+    nft, _ = ModelNftClient.deploy(chain, deployer, registry.address)
     coordinator, _ = CoordinatorClient.deploy(
         chain, deployer, registry.address, nft.address, slash_window
     )

@@ -11,6 +11,9 @@ from eth_abi.abi import decode as abi_decode
 from eth_utils.address import to_checksum_address
 from eth_utils.crypto import keccak
 
+from cotune.chain.limits import MAX_CONTRIBUTORS
+from cotune.crypto.hpke import HpkeSuite
+
 STATES = ("None", "Open", "Training", "Finalized", "Cancelled", "Expired")
 """``Coordinator.State`` in declaration order."""
 STATUSES = ("None", "Submitted", "Accepted", "Slashed", "Refunded")
@@ -23,6 +26,9 @@ _ENUM_ARGS: Mapping[tuple[str, str], tuple[str, ...]] = {
 }
 """(error, argument) pairs whose integer values are enum members, shown by name."""
 
+_X25519_KEY_SIZE = 2 + HpkeSuite.X25519.public_key_size
+_MLKEM768_X25519_KEY_SIZE = 2 + HpkeSuite.MLKEM768_X25519.public_key_size
+
 _MESSAGES: Mapping[str, str] = {
     # Coordinator
     "UnknownSession": "session {sessionId} does not exist",
@@ -32,7 +38,7 @@ _MESSAGES: Mapping[str, str] = {
     "EnclaveRevoked": "enclave {enclaveId} has been revoked",
     "MeasurementMismatch": "pinned measurement {pinned} differs from the enclave's {registered}",
     "InvalidQuorum": "quorum {quorum} must be between 1 and max contributors {maxContributors} "
-    "(at most 256)",
+    f"(at most {MAX_CONTRIBUTORS})",
     "InvalidDeadlines": "deadlines must be in the future and the training deadline "
     "({trainingDeadline}) after the submit deadline ({submitDeadline})",
     "NotAllowListed": "{contributor} is not on the allow-list of session {sessionId}",
@@ -40,7 +46,8 @@ _MESSAGES: Mapping[str, str] = {
     "StakeTooLow": "stake {sent} wei is below the session's minimum of {required} wei",
     "StakeTooHigh": "stake {sent} wei does not fit in 96 bits",
     "EmptyCiphertextHash": "the ciphertext hash is zero",
-    "EmptyHpkeKey": "the HPKE public key is empty",
+    "CancelAfterQuorum": "session {sessionId} met its quorum and its submit deadline "
+    "({submitDeadline}) has passed: it can no longer be cancelled, only closed",
     "SubmitDeadlinePassed": "the submit deadline of session {sessionId} ({deadline}) has passed",
     "SubmitDeadlineNotReached": "session {sessionId} accepts submissions until {deadline}",
     "TrainingDeadlinePassed": "the training deadline of session {sessionId} ({deadline}) "
@@ -63,7 +70,21 @@ _MESSAGES: Mapping[str, str] = {
     "ZeroSigner": "the enclave signer address is zero",
     "UnknownEnclave": "enclave {enclaveId} is not registered",
     "AlreadyRevoked": "enclave {enclaveId} is already revoked",
+    "SignerRevoked": "signer {signer} belonged to a revoked enclave and can never register "
+    "again: use fresh keys",
+    "HpkeKeyRevoked": "HPKE key {hpkeKeyHash} (keccak256) belonged to a revoked enclave and "
+    "can never register again: use fresh keys",
+    "EvidenceReused": "this attestation evidence (keccak256 {evidenceHash}) has already "
+    "registered an enclave: attest again",
     "ZeroAuthority": "the dev authority address is zero",
+    # HpkeKeys (Coordinator.submit, EnclaveRegistry.register)
+    "InvalidHpkeKey": "an HPKE public key of {length} bytes with KEM id {kemId} is not "
+    f"supported: expected KEM 0x0020 with {_X25519_KEY_SIZE} bytes (X25519) or 0x647a with "
+    f"{_MLKEM768_X25519_KEY_SIZE} bytes (ML-KEM-768 + X25519)",
+    "SmallOrderX25519Key": "the X25519 part of the HPKE key ({u}) is a point of small order: "
+    "no secret can be shared with it",
+    "InvalidMlKemKey": "coefficient {index} of the ML-KEM-768 part of the HPKE key is not "
+    "below 3329: it is not an ML-KEM-768 public key",
     # ModelNFT
     "NotDeployer": "only the deployer may set the minter",
     "MinterAlreadySet": "the minter is already set",

@@ -173,11 +173,13 @@ class EnclaveRegistered(Event):
 
 @dataclass(frozen=True)
 class EnclaveRevoked(Event):
-    """The registry admin revoked an enclave."""
+    """The registry admin revoked an enclave, and its signer and HPKE key for good."""
 
     NAME: ClassVar[str] = "EnclaveRevoked"
     CONTRACT: ClassVar[str] = "EnclaveRegistry"
     enclave_id: int
+    signer: str
+    hpke_key_hash: bytes
 
 
 @dataclass(frozen=True)
@@ -204,14 +206,14 @@ class MinterSet(Event):
 
 @dataclass(frozen=True)
 class ModelRecorded(Event):
-    """A session's encrypted model and manifest were recorded."""
+    """A session's encrypted model and manifest were recorded, with its enclave."""
 
     NAME: ClassVar[str] = "ModelRecorded"
     CONTRACT: ClassVar[str] = "ModelNFT"
     session_id: int
+    enclave_id: int
     model_hash: bytes
     manifest_hash: bytes
-    enclave_signer: str
 
 
 @dataclass(frozen=True)

@@ -7,6 +7,7 @@ verifying contract, so no signature replays across chains or contracts.
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
+from typing import Self
 
 from eth_account.signers.local import LocalAccount
 from eth_utils.crypto import keccak
@@ -24,6 +25,8 @@ ENCLAVE_STATEMENT_TYPES: dict[str, TypeFields] = {
         ("signer", "address"),
         ("hpkeKeyHash", "bytes32"),
         ("measurement", "bytes32"),
+        ("validUntil", "uint64"),
+        ("nonce", "bytes32"),
     )
 }
 REJECTION_TYPES: dict[str, TypeFields] = {
@@ -62,25 +65,78 @@ def model_nft_domain(chain_id: int, model_nft: str) -> Eip712Domain:
     return Eip712Domain("cotune ModelNFT", "1", chain_id, model_nft)
 
 
+@dataclass(frozen=True)
+class DevEvidence:
+    """The dev verifier's evidence: a statement's expiry and nonce, and its signature.
+
+    Serialised as ``DevAttestationVerifier`` reads it: ``valid_until`` (8 bytes, big
+    endian), ``nonce`` (32 bytes), the 65-byte signature.
+    """
+
+    valid_until: int
+    nonce: bytes
+    signature: bytes
+
+    SIZE = 8 + 32 + 65
+
+    def to_bytes(self) -> bytes:
+        """The evidence bytes the registry stores."""
+        return self.valid_until.to_bytes(8, "big") + self.nonce + self.signature
+
+    @classmethod
+    def from_bytes(cls, evidence: bytes) -> Self:
+        """Parse evidence bytes; ``ValueError`` when they are not ``SIZE`` long."""
+        if len(evidence) != cls.SIZE:
+            raise ValueError(f"dev evidence is {cls.SIZE} bytes, got {len(evidence)}")
+        return cls(int.from_bytes(evidence[:8], "big"), evidence[8:40], evidence[40:])
+
+
+def _statement(
+    signer: str, hpke_public_key: bytes, measurement: bytes, valid_until: int, nonce: bytes
+) -> dict[str, object]:
+    return {
+        "signer": signer,
+        "hpkeKeyHash": keccak(hpke_public_key),
+        "measurement": measurement,
+        "validUntil": valid_until,
+        "nonce": nonce,
+    }
+
+
 def sign_enclave_statement(
     authority: LocalAccount,
     domain: Eip712Domain,
     signer: str,
     hpke_public_key: bytes,
     measurement: bytes,
+    *,
+    valid_until: int,
+    nonce: bytes,
 ) -> bytes:
-    """The dev authority's attestation that ``signer`` and the HPKE key run ``measurement``."""
-    message = {"signer": signer, "hpkeKeyHash": keccak(hpke_public_key), "measurement": measurement}
-    return sign_typed_data(authority, domain, ENCLAVE_STATEMENT_TYPES, "EnclaveStatement", message)
+    """The dev authority's attestation that ``signer`` and the HPKE key run ``measurement``.
+
+    Returns the evidence bytes (see :class:`DevEvidence`). The statement can register an
+    enclave until block time ``valid_until``, and only once: ``nonce`` (32 random bytes)
+    tells apart statements about the same keys.
+    """
+    message = _statement(signer, hpke_public_key, measurement, valid_until, nonce)
+    signature = sign_typed_data(
+        authority, domain, ENCLAVE_STATEMENT_TYPES, "EnclaveStatement", message
+    )
+    return DevEvidence(valid_until, nonce, signature).to_bytes()
 
 
 def recover_enclave_statement(
     domain: Eip712Domain, signer: str, hpke_public_key: bytes, measurement: bytes, evidence: bytes
 ) -> str:
-    """Who signed a dev enclave statement (compare with the verifier's authority)."""
-    message = {"signer": signer, "hpkeKeyHash": keccak(hpke_public_key), "measurement": measurement}
+    """Who signed a dev enclave statement (compare with the verifier's authority).
+
+    ``ValueError`` when ``evidence`` is not dev evidence at all.
+    """
+    parsed = DevEvidence.from_bytes(evidence)
+    message = _statement(signer, hpke_public_key, measurement, parsed.valid_until, parsed.nonce)
     return recover_typed_data_signer(
-        domain, ENCLAVE_STATEMENT_TYPES, "EnclaveStatement", message, evidence
+        domain, ENCLAVE_STATEMENT_TYPES, "EnclaveStatement", message, parsed.signature
     )
 
 

@@ -12,6 +12,7 @@ import typer
 from rich.table import Table
 
 from cotune.aggregator.enclave import DEV_MODE_WARNING
+from cotune.aggregator.limits import OperatorLimits
 from cotune.aggregator.state import SqliteStateStore
 from cotune.cli.output import JsonOption, console, fail, friendly_errors, print_json
 from cotune.cli.participant import (
@@ -36,12 +37,26 @@ DataDirOption = typer.Option(
 )
 
 
+_LIMITS = OperatorLimits()
+_MIB, _GIB = 1 << 20, 1 << 30
+
+
+def _limits_help(what: str) -> str:
+    return f"Cap on {what}."
+
+
 def _aggregator(
-    chain: str, deployment: Path | None, storage: str | None, data_dir: Path
+    chain: str,
+    deployment: Path | None,
+    storage: str | None,
+    data_dir: Path,
+    limits: OperatorLimits | None = None,
 ) -> Aggregator:
     from cotune.aggregator.service import Aggregator, AggregatorConfig
 
-    config = AggregatorConfig(data_dir, operator_secret())  # local checks before the network
+    config = AggregatorConfig(  # local checks before the network
+        data_dir, operator_secret(), limits=limits or OperatorLimits()
+    )
     chain_, record = open_chain(chain, deployment)
     return Aggregator(chain_, record, open_storage(storage), config)
 
@@ -70,18 +85,67 @@ def run(
     as_json: bool = typer.Option(
         False, "--json", help="One JSON object per line: the enclave, then each log line."
     ),
-) -> None:
+    max_contributors: int = typer.Option(
+        _LIMITS.max_contributors, "--max-contributors", min=1,
+        help=_limits_help("submissions per session"),
+    ),
+    max_contribution_mib: int = typer.Option(
+        _LIMITS.max_contribution_bytes // _MIB, "--max-contribution-mib", min=1,
+        help=_limits_help("MiB per contribution a session's rules may allow"),
+    ),
+    max_session_gib: float = typer.Option(
+        _LIMITS.max_session_bytes / _GIB, "--max-session-gib", min=0.001,
+        help=_limits_help("GiB one session may make the enclave hold"),
+    ),
+    max_seq_len: int = typer.Option(
+        _LIMITS.max_seq_len, "--max-seq-len", min=8, help=_limits_help("tokens per sequence")
+    ),
+    max_batch_size: int = typer.Option(
+        _LIMITS.max_batch_size, "--max-batch-size", min=1, help=_limits_help("examples per step")
+    ),
+    max_steps: int = typer.Option(
+        _LIMITS.max_steps, "--max-steps", min=1, help=_limits_help("steps of the joint run")
+    ),
+    max_train_tokens: int = typer.Option(
+        _LIMITS.max_train_tokens, "--max-train-tokens", min=1,
+        help=_limits_help("tokens of the joint run, every epoch"),
+    ),
+    max_probe_tokens: int = typer.Option(
+        _LIMITS.max_probe_tokens, "--max-probe-tokens", min=1,
+        help=_limits_help("tokens of one contributor's gate probe"),
+    ),
+    max_session_minutes: float | None = typer.Option(
+        None, "--max-session-minutes", min=0.01,
+        help="Cap on wall-clock minutes one session may run [default: its training deadline].",
+    ),
+) -> None:  # fmt: skip
     """Register the enclave if needed, then run every session that reaches quorum.
 
     Needs COTUNE_ENCLAVE_SECRET (seals the enclave keys in the data dir). Stop with
     Ctrl-C or SIGTERM; a restart resumes every session from its last checkpoint.
+    Sessions run one at a time, each within its deadline and the --max-* caps: a session
+    whose worst case (from its committed spec and rules) is over a cap is refused before
+    it runs, and one still running at --max-session-minutes is stopped.
+
+    Example: `cotune aggregator run --data-dir agg/ --max-contributors 16 --max-steps 20000`
     """
     if threads:
         import torch
 
         torch.set_num_threads(threads)
     with friendly_errors():
-        service = _aggregator(chain, deployment, storage, data_dir)
+        limits = OperatorLimits(
+            max_contributors=max_contributors,
+            max_contribution_bytes=max_contribution_mib * _MIB,
+            max_session_bytes=int(max_session_gib * _GIB),
+            max_seq_len=max_seq_len,
+            max_batch_size=max_batch_size,
+            max_steps=max_steps,
+            max_train_tokens=max_train_tokens,
+            max_probe_tokens=max_probe_tokens,
+            max_session_seconds=None if max_session_minutes is None else 60 * max_session_minutes,
+        )
+        service = _aggregator(chain, deployment, storage, data_dir, limits)
         operator = (
             load_identity(operator_key).account
             if operator_key
@@ -90,10 +154,10 @@ def run(
             else None
         )
         authority = dev_account(service.chain, service.deployment.dev_authority)
-        if service.enclave_id is None:
-            if operator is None or authority is None:
-                fail("the enclave is not registered and no dev authority key is available here")
-            service.register(authority, operator)
+        if operator is not None and authority is not None:
+            service.register(authority, operator)  # reuses a live record; refuses revoked keys
+        elif service.enclave_id is None:
+            fail("the enclave is not registered and no dev authority key is available here")
         if as_json:
             print_json(
                 {
@@ -102,6 +166,8 @@ def run(
                     "measurement": "0x" + service.measurement.hex(),
                     "warning": DEV_MODE_WARNING,
                     "api": f"http://{api_host}:{api_port}" if api_port else None,
+                    "limits": service.config.limits.to_dict(),
+                    "swept_plaintext": service.swept_on_start,
                 }
             )
         else:

@@ -4,6 +4,12 @@ A bundle directory holds ``manifest.json`` (canonical, so its hash is stable), t
 training artifact, and ``versions.json``: every version signed by the publisher as
 EIP-712 typed data, each naming the hash of the one before. ``verify`` walks the log
 offline and checks the head's artifact byte for byte.
+
+Serving: ``admit`` issues an owner's token for versions ``1..N``; a purchase
+(``buy``, redeemed by ``serve --sell``) gets a token for exactly the version bought,
+one live token per receipt. ``revoke`` takes a label or token hash, ``--buyer`` or
+``--receipt``; a purchase the publisher revoked gets no new token. Everything written
+that holds dataset bytes (``anonymize``, ``get``, ``buy``) is mode 0600.
 """
 
 from __future__ import annotations
@@ -189,13 +195,13 @@ def anonymize(
     Redacts e-mail addresses, phone numbers, IP addresses, card numbers (Luhn-checked),
     IBANs, national-ID-shaped numbers, API keys and secrets, home-directory paths and
     URLs carrying tokens, in every string of every line. Prints counts per type, never
-    a raw value; the output is written atomically.
+    a raw value; the output is written atomically, mode 0600.
     """
     from cotune.dataset.redact import redact_jsonl
 
     with friendly_errors():
         redacted, report = redact_jsonl(source.read_bytes())
-        write_bytes_atomic(out, redacted)
+        write_bytes_atomic(out, redacted, mode=0o600)
     if as_json:
         print_json(report.to_dict())
     else:
@@ -247,6 +253,13 @@ def serve(
         "--sell",
         help="Also sell: mint tokens for purchases on the DatasetMarket of --chain/--deployment.",
     ),
+    public_origins: list[str] | None = typer.Option(
+        None,
+        "--public-origin",
+        help="With --sell: a URL buyers reach this server at (repeatable); claims signed for "
+        "any other origin are refused. Default: http://HOST:PORT (and http://localhost:PORT "
+        "on loopback); required with a wildcard --host.",
+    ),
     chain: str = ChainOption,
     deployment: Path | None = DeploymentOption,
 ) -> None:
@@ -254,23 +267,30 @@ def serve(
 
     Full (200) and range (206) downloads both carry the whole-file SHA-256 and an ETag,
     and If-Range is honoured, so `curl -C -` and `cotune dataset get` resume. With
-    --sell, buyers who paid on chain redeem a signed claim for a token (`dataset buy`).
+    --sell, buyers who paid on chain redeem a claim signed for this server's origin for
+    a token for exactly the version bought (`dataset buy`).
     """
     import uvicorn
 
     from cotune.dataset.server import create_dataset_app
 
-    tokens = _tokens(root)
+    if public_origins and not sell_:
+        fail("--public-origin names where buyers redeem claims: it needs --sell")
     sales = None
-    if sell_:
-        from cotune.chain.clients.dataset_market import DatasetMarketClient
-        from cotune.dataset.market import SalesDesk
+    with friendly_errors():
+        tokens = _tokens(root)
+        if sell_:
+            from cotune.chain.clients.dataset_market import DatasetMarketClient
+            from cotune.dataset.market import SalesDesk, default_origins
 
-        with friendly_errors():
+            origins = public_origins or default_origins(host, port)
             rpc, record = open_chain(chain, deployment)
-            sales = SalesDesk(DatasetMarketClient(rpc, record.dataset_market), tokens)
+            market = DatasetMarketClient(rpc, record.dataset_market)
+            sales = SalesDesk(market, tokens, origins=origins)
     routes = "GET /versions, /versions/N/artifact" + (", /market, POST /purchases" if sales else "")
     console.print(f"serving {root} on http://{host}:{port} ({routes})")
+    if sales is not None:
+        console.print(f"redeeming claims for {', '.join(sorted(sales.origins))}")
     uvicorn.run(create_dataset_app(root, tokens, sales), host=host, port=port, log_level="warning")
 
 
@@ -281,31 +301,58 @@ def admit(
     root: Path = RootOption,
     as_json: bool = JsonOption,
 ) -> None:
-    """Issue a member token (printed once; only its hash is stored)."""
-    tokens = _tokens(root)
+    """Issue a member token for versions 1..--max-version (shown once; only its hash is kept)."""
+    from rich.markup import escape
+
+    from cotune.dataset.tokens import TokenScope
+
+    scope = TokenScope.up_to(max_version)
     with friendly_errors():
-        token = tokens.issue(label, max_version)
+        token = _tokens(root).issue(label, scope)
     if as_json:
-        print_json({"label": label, "max_version": max_version, "token": token})
-    else:
-        console.print(f"token for {label} (versions 1..{max_version}), shown once:")
+        print_json({"label": label, "scope": scope.to_dict(), "token": token})
+    else:  # the label is printed as typed: markup in it must not lose the token
+        console.print(f"token for {escape(label)} ({scope.describe()}), shown once:")
         console.print(token, highlight=False, soft_wrap=True)
 
 
 @app.command("revoke")
 def revoke(
-    label: str = typer.Argument(..., help="Label (or token hash) to revoke."),
+    label: str | None = typer.Argument(None, help="Label (or token hash) to revoke."),
+    buyer: str | None = typer.Option(
+        None, "--buyer", help="Revoke every token bought by this address instead."
+    ),
+    receipt: int | None = typer.Option(
+        None, "--receipt", min=1, help="Revoke the token of this purchase receipt instead."
+    ),
     root: Path = RootOption,
     as_json: bool = JsonOption,
 ) -> None:
-    """Revoke a member token; a running server refuses it from the next request."""
-    tokens = _tokens(root)
+    """Revoke member tokens; a running server refuses them from the next request.
+
+    Give one of a label (or token hash), --buyer or --receipt. A purchase whose token
+    the publisher revoked gets no new token, whatever its buyer claims later.
+    """
+    from eth_utils.address import is_address
+    from rich.markup import escape
+
+    if sum(choice is not None for choice in (label, buyer, receipt)) != 1:
+        fail("give exactly one of a label (or token hash), --buyer or --receipt")
+    if buyer is not None and not is_address(buyer):
+        fail(f"--buyer {escape(repr(buyer))} is not an address")
     with friendly_errors():
-        record = tokens.revoke(label)
+        tokens = _tokens(root)
+        if buyer is not None:
+            records = tokens.revoke_buyer(buyer)
+        elif receipt is not None:
+            records = tokens.revoke_receipt(receipt)
+        else:
+            assert label is not None
+            records = tokens.revoke(label)
     if as_json:
-        print_json(record.to_dict())
+        print_json({"revoked": [r.to_dict() for r in records]})
     else:
-        console.print(f"revoked {record.label}")
+        console.print(f"revoked {escape(', '.join(r.label for r in records))}", highlight=False)
 
 
 @app.command("get")
@@ -447,8 +494,9 @@ def buy(
     """Pay for a version on the DatasetMarket, get a member token, download and verify it.
 
     Nothing is paid unless the server's log verifies and the on-chain listing pins the
-    same signed entry. Buying again never pays twice: it redeems a new token against
-    the receipt you already hold. The token is printed once; keep it for `get`.
+    same signed entry. The token opens that version only. Buying again never pays twice:
+    it redeems a new token against the receipt you already hold, and the old token stops
+    working. The token is printed once; keep it for `get`.
     """
     from cotune.chain.clients.dataset_market import DatasetMarketClient
     from cotune.dataset.market import buy_version
@@ -467,9 +515,10 @@ def buy(
         )
         if not as_json:
             paid = f"paid {purchase.price} wei" if purchase.paid else "already paid"
+            replaced = "; your earlier token stops working" if purchase.replaced else ""
             console.print(
-                f"receipt {purchase.receipt_id} ({paid}); member token for versions "
-                f"1..{version_number}, shown once:"
+                f"receipt {purchase.receipt_id} ({paid}); member token for v{version_number} "
+                f"only{replaced}, shown once:"
             )
             console.print(purchase.token, highlight=False, soft_wrap=True)
         _download(url, purchase.entry, purchase.token, out, as_json)
@@ -485,6 +534,7 @@ def buy(
                 "paid": purchase.paid,
                 "tx": purchase.tx_hash,
                 "token": purchase.token,
+                "replaced": purchase.replaced,
             }
         )
     else:

@@ -8,6 +8,7 @@ from pathlib import Path
 import typer
 
 from cotune.aggregator.spec import SessionSpec
+from cotune.chain.limits import MAX_CONTRIBUTORS
 from cotune.cli.output import JsonOption, console, friendly_errors, print_json
 from cotune.cli.participant import (
     ChainOption,
@@ -29,9 +30,9 @@ app = typer.Typer(
 def open_session(
     eval_set: Path = typer.Argument(..., exists=True, dir_okay=False, help="Held-out eval JSONL."),
     enclave_id: int = typer.Option(..., "--enclave-id", help="The enclave that will train."),
-    quorum: int = typer.Option(3, "--quorum", help="Submissions needed to train."),
+    quorum: int = typer.Option(3, "--quorum", min=1, help="Submissions needed to train."),
     max_contributors: int = typer.Option(
-        10, "--max", help="Training starts when this many submit."
+        10, "--max", min=1, max=MAX_CONTRIBUTORS, help="Training starts when this many submit."
     ),
     submit_window: int = typer.Option(
         3600, "--submit-window", help="Seconds open for submissions."

@@ -61,10 +61,10 @@ def submit(
     and the session accepts you (open, before its deadline, allow-list, first submit).
     """
     pinned = bytes.fromhex(measurement.removeprefix("0x")) if measurement else None
+    from cotune.dataset.provenance import SALT_BYTES, resolve_dataset, wrap_submission
+
     claim = None
     if dataset is not None:
-        from cotune.dataset.provenance import resolve_dataset, wrap_submission
-
         with friendly_errors():
             claim, artifact = resolve_dataset(dataset)
         data = data or artifact
@@ -76,7 +76,8 @@ def submit(
     load_files([data], "nothing was encrypted, uploaded or staked")
     with friendly_errors():
         client = participant(chain, deployment, storage, key)
-        header = len(wrap_submission(b"", [claim])) if claim else 0  # the envelope is encrypted too
+        # The envelope (dataset claim, commitment salt) is encrypted too.
+        header = len(wrap_submission(b"", [claim] if claim else [], salt=bytes(SALT_BYTES)))
         size = data.stat().st_size + header
         estimate = ciphertext_length(size, DEFAULT_CHUNK_SIZE, 1024)
         with (
@@ -97,6 +98,7 @@ def submit(
         "ciphertext_hash": "0x" + result.ciphertext_hash.hex(),
         "bytes": result.size,
         "examples": result.examples,
+        "dataset_commitment": result.commitment,
         "tx": result.tx.tx_hash,
         "gas": result.tx.gas_used,
         "dataset": None if claim is None else _claim_name(claim),

@@ -180,6 +180,23 @@ class HpkePrivateKey:
         return f"HpkePrivateKey(suite={self.suite.value}, public={self._public.to_hex()[:18]}…)"
 
 
+def usable_public_key(data: bytes) -> HpkePublicKey:
+    """Parse a serialised public key and prove something can be sealed to it.
+
+    ``ValueError`` for a wrong length or KEM id, a malformed ML-KEM key, or an X25519
+    point of small order (its shared secret would be all zero): the checks ``seal``
+    would otherwise fail on, done before any work depends on the key.
+    """
+    key = HpkePublicKey.from_bytes(data)
+    try:
+        seal(b"", key, b"cotune/key-check/v1")
+    except ValueError:
+        raise
+    except Exception as exc:  # the backend refuses the key in its own words
+        raise ValueError(f"{key.suite.value} public key is not usable: {exc}") from None
+    return key
+
+
 _SEALED_VERSION: Final = 1
 _SEALED_HEADER = struct.Struct(">BH8s")
 

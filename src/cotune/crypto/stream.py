@@ -13,9 +13,11 @@ Layout of an encrypted stream::
 
 The 32-byte file key is fresh per stream and HPKE-sealed to the recipient under
 ``info``. The header is authenticated by every chunk. Because the header states
-the plaintext length, truncation and appended data are detected exactly, and a
-chunk that fails to authenticate is tried at the other positions to tell a
-reordered chunk from a corrupted one.
+the plaintext length, truncation and appended data are detected exactly: when the
+source's size is known (a file, an in-memory blob), before any chunk is decrypted,
+so a tiny blob claiming billions of chunks costs nothing. A chunk that fails to
+authenticate is tried at the nearby positions (at most ``DIAGNOSIS_DISTANCE`` either
+way) to tell a reordered chunk from a corrupted one.
 """
 
 from __future__ import annotations
@@ -59,6 +61,8 @@ STREAM_AEAD_AES_256_GCM: Final = 1
 DEFAULT_CHUNK_SIZE: Final = 1 << 20
 MAX_CHUNK_SIZE: Final = 1 << 26
 TAG_SIZE: Final = 16
+DIAGNOSIS_DISTANCE: Final = 32
+"""How far either way a chunk that fails to authenticate is looked for (bounded work)."""
 _MAX_CHUNKS: Final = 1 << 32
 _FIXED = struct.Struct(f">4sBHHHBIQ{FINGERPRINT_SIZE}sH")
 _KEY_SIZE: Final = 32
@@ -198,6 +202,19 @@ def _readinto_exact(source: BinaryIO, view: memoryview) -> int:
     return filled
 
 
+def _remaining(source: BinaryIO) -> int | None:
+    """Bytes left in a seekable source; None for a stream of unknown length."""
+    try:
+        if not source.seekable():
+            return None
+        position = source.tell()
+        end = source.seek(0, io.SEEK_END)
+        source.seek(position)
+    except (OSError, io.UnsupportedOperation, AttributeError):
+        return None
+    return end - position
+
+
 def _plaintext_length(source: BinaryIO) -> int:
     try:
         position = source.tell()
@@ -274,8 +291,35 @@ class _Decryptor:
             raise MalformedCiphertextError("sealed file key has the wrong length")
         self.aead = AESGCM(file_key)
         self.aad = hashlib.sha256(self.header.raw).digest()
+        self._check_size()
         self.cipher = bytearray(self.header.chunk_size + TAG_SIZE)
         self.plain = bytearray(self.header.chunk_size)
+
+    def _check_size(self) -> None:
+        """Compare the (now authenticated) header's length with what the source holds.
+
+        Only for sources that know their size; a stream read as it arrives is checked
+        chunk by chunk instead, at a cost bounded by the bytes that really arrive.
+        """
+        left = _remaining(self.source)
+        if left is None:
+            return
+        header = self.header
+        expected = header.plaintext_length + TAG_SIZE * header.chunks
+        if left > expected:
+            raise TrailingDataError(
+                f"the stream holds {left - expected} bytes after its final chunk "
+                f"{header.chunks - 1}: a chunk or bytes were appended"
+            )
+        if left < expected:
+            full = header.chunk_size + TAG_SIZE
+            index = min(left // full, header.chunks - 1)
+            present = left - index * full
+            wanted = header.chunk_plaintext_size(index) + TAG_SIZE
+            raise TruncatedStreamError(
+                f"stream ends in chunk {index} of {header.chunks}: "
+                f"{present} of {wanted} bytes present"
+            )
 
     def chunks(self) -> Iterator[memoryview]:
         """Yield each authenticated plaintext chunk (a view reused between chunks)."""
@@ -304,8 +348,14 @@ class _Decryptor:
     def _diagnose(self, index: int, data: memoryview) -> Exception:
         header = self.header
         scratch = bytearray(len(data) - TAG_SIZE)
-        for other in range(header.chunks):
-            if other == index or header.chunk_plaintext_size(other) + TAG_SIZE != len(data):
+        nearby = (
+            other
+            for distance in range(1, DIAGNOSIS_DISTANCE + 1)
+            for other in (index - distance, index + distance)
+            if 0 <= other < header.chunks
+        )
+        for other in nearby:
+            if header.chunk_plaintext_size(other) + TAG_SIZE != len(data):
                 continue
             try:
                 self.aead.decrypt_into(

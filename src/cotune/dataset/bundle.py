@@ -7,7 +7,8 @@ manifest file that is not byte-for-byte canonical, and re-checks the artifact's
 size and SHA-256 (and by default that it still validates as training JSONL)
 against the manifest: a bundle either loads whole or raises a :class:`BundleError`.
 
-Every write is atomic (temp file, fsync, rename). The artifact is written first
+Every write is atomic (temp file, fsync, rename); the artifact, the plaintext data,
+is mode 0600 (the manifest holds only metadata and hashes). The artifact is written first
 and the manifest last, so a bundle whose write was interrupted either has no
 manifest or fails :func:`load_bundle` with an artifact mismatch; it never loads
 with an artifact the manifest does not describe.
@@ -320,7 +321,7 @@ def _read_source(jsonl_path: Path) -> bytes:
 
 def _write(directory: Path, manifest: DatasetManifest, data: bytes) -> Bundle:
     directory.mkdir(parents=True, exist_ok=True)
-    write_bytes_atomic(directory / manifest.artifact, data)
+    write_bytes_atomic(directory / manifest.artifact, data, mode=0o600)
     write_bytes_atomic(directory / MANIFEST_NAME, manifest.canonical())
     return Bundle(directory, manifest)
 

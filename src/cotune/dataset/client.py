@@ -8,20 +8,29 @@ verified (size and whole-file SHA-256), never against the server's headers alone
 only then is it fsynced and renamed to ``dest``. On a mismatch the ``.part`` is
 deleted and :class:`DownloadVerificationError` raised: nothing unverified ever
 appears at ``dest``. A transfer cut short keeps its ``.part`` for the next try.
+The ``.part``, and so ``dest``, is mode 0600 like a keystore (a ``.part`` left wider
+by an older client is narrowed when resumed): the bytes are the plaintext dataset. A
+``.part`` that is a symbolic link is refused, never written through.
 
 :func:`fetch_version_log` fetches ``GET /versions`` and verifies the chain offline.
+
+The server is not trusted with memory either: an artifact is read no further than its
+signed size, the version log no further than :data:`MAX_LOG_BYTES`, and any other answer
+(an error's detail, a minted token) no further than :data:`MAX_ANSWER_BYTES`.
 """
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import os
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import Any, BinaryIO, NamedTuple
 
 import httpx
 
+from cotune.common import jsonsafe
 from cotune.common.atomic import fsync_directory
 from cotune.common.errors import CotuneError
 from cotune.dataset.versions import VERSION_LOG_NAME, SignedVersion, VersionEntry, VersionLog
@@ -30,6 +39,10 @@ CHUNK_SIZE = 1 << 16
 """How many bytes are read from disk or the network at a time."""
 DEFAULT_TIMEOUT = httpx.Timeout(30.0, connect=10.0)
 """Per-operation timeouts (a slow but steady download never times out as a whole)."""
+MAX_LOG_BYTES = 16 << 20
+"""The longest version log :func:`fetch_version_log` reads (tens of thousands of versions)."""
+MAX_ANSWER_BYTES = 16 << 10
+"""The most bytes read of an error answer (only its detail is wanted) or a minted token."""
 
 Progress = Callable[[int, int], None]
 """Called as ``progress(bytes_done, bytes_total)`` while a download runs."""
@@ -66,18 +79,43 @@ def _hash_prefix(handle: BinaryIO, digest: hashlib._Hash) -> int:
     return size
 
 
-def _refusal(response: httpx.Response, version: int) -> DownloadRefusedError:
+class Answer(NamedTuple):
+    """A whole answer of :func:`send`."""
+
+    status: int
+    body: bytes
+
+
+def _read_up_to(response: httpx.Response, limit: int) -> tuple[bytes, bool]:
+    """At most ``limit`` bytes of the body, and whether that was all of it."""
+    body = bytearray()
+    for chunk in response.iter_bytes(CHUNK_SIZE):
+        body += chunk
+        if len(body) > limit:
+            return bytes(body[:limit]), False
+    return bytes(body), True
+
+
+def error_detail(body: bytes) -> str | None:
+    """The ``detail`` of an error answer's JSON object (as the server wrote it), if any."""
     try:
-        detail = str(response.json().get("detail", ""))
-    except (ValueError, AttributeError):
-        detail = ""
+        answer = jsonsafe.loads(body)
+    except (ValueError, RecursionError):
+        return None
+    if not isinstance(answer, dict) or "detail" not in answer:
+        return None
+    return str(answer["detail"])
+
+
+def _refusal(status: int, body: bytes, version: int) -> DownloadRefusedError:
+    detail = error_detail(body)
     reason = {
         401: "the server wants a valid member token",
-        403: "the token is revoked or does not cover this version",
+        403: "the token does not open this version",
         404: f"the server does not publish v{version}",
-    }.get(response.status_code, f"the server answered HTTP {response.status_code}")
+    }.get(status, f"the server answered HTTP {status}")
     suffix = f" ({detail})" if detail else ""
-    return DownloadRefusedError(response.status_code, f"{reason}{suffix}")
+    return DownloadRefusedError(status, f"{reason}{suffix}")
 
 
 def download_version(
@@ -92,9 +130,10 @@ def download_version(
 ) -> Path:
     """Download ``version``'s artifact to ``dest``, resuming a ``.part``; verify; return ``dest``.
 
-    ``expected`` is the entry the caller verified from the signed log (its version must be
-    ``version``). Raises :class:`DownloadVerificationError` when the bytes do not match it
-    (the ``.part`` is deleted), :class:`DownloadRefusedError` when the server says no, and
+    ``dest`` is written mode 0600 (through its ``.part``). ``expected`` is the entry the
+    caller verified from the signed log (its version must be ``version``). Raises
+    :class:`DownloadVerificationError` when the bytes do not match it (the ``.part`` is
+    deleted), :class:`DownloadRefusedError` when the server says no, and
     :class:`DownloadError` when the transfer fails (the ``.part`` is kept for a retry).
     """
     entry = expected.entry if isinstance(expected, SignedVersion) else expected
@@ -140,8 +179,14 @@ def _fetch(
     """Bring ``part`` to the full size; ``False`` to start again from zero."""
     total = entry.artifact_size
     digest = hashlib.sha256()
-    fd = os.open(part, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        fd = os.open(part, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
+    except OSError as exc:
+        if exc.errno != errno.ELOOP:
+            raise
+        raise DownloadError(f"{part} is a symbolic link: not writing through it") from None
     with os.fdopen(fd, "r+b") as handle:
+        os.fchmod(fd, 0o600)
         if fresh:
             handle.truncate(0)
         have = _hash_prefix(handle, digest)
@@ -165,8 +210,8 @@ def _fetch(
                 elif response.status_code == 416:
                     return False
                 else:
-                    response.read()
-                    raise _refusal(response, entry.version)
+                    body, _ = _read_up_to(response, MAX_ANSWER_BYTES)
+                    raise _refusal(response.status_code, body, entry.version)
                 handle.seek(have)
                 if progress is not None:
                     progress(have, total)
@@ -206,16 +251,26 @@ def _verify_and_commit(part: Path, dest: Path, entry: VersionEntry) -> None:
     fsync_directory(dest.parent)
 
 
-def send(client: httpx.Client | None, method: str, url: str, **kwargs: Any) -> httpx.Response:
-    """One request on ``client`` (or on a client of its own); ``DownloadError`` if it fails."""
+def send(
+    client: httpx.Client | None, method: str, url: str, *, limit: int, **kwargs: Any
+) -> Answer:
+    """One request on ``client`` (or on a client of its own), its answer read whole.
+
+    ``DownloadError`` if it fails, or if the answer's body is longer than ``limit`` bytes
+    (it is read no further); ``kwargs`` go to :meth:`httpx.Client.stream`.
+    """
     http = httpx.Client(timeout=DEFAULT_TIMEOUT) if client is None else client
     try:
-        return http.request(method, url, **kwargs)
+        with http.stream(method, url, **kwargs) as response:
+            body, whole = _read_up_to(response, limit)
     except httpx.HTTPError as exc:
         raise DownloadError(f"{url}: {exc}") from exc
     finally:
         if client is None:
             http.close()
+    if not whole:
+        raise DownloadError(f"{url}: the answer is longer than {limit} bytes")
+    return Answer(response.status_code, body)
 
 
 def fetch_version_log(
@@ -231,22 +286,26 @@ def fetch_version_log(
     ``versions.json`` (call ``save`` on a copy with a real path to keep it).
     """
     url = f"{base_url.rstrip('/')}/versions"
-    response = send(client, "GET", url)
-    if response.status_code != 200:
+    answer = send(client, "GET", url, limit=MAX_LOG_BYTES)
+    if answer.status != 200:
         raise DownloadRefusedError(
-            response.status_code, f"{url}: the server answered HTTP {response.status_code}"
+            answer.status, f"{url}: the server answered HTTP {answer.status}"
         )
-    log = VersionLog.parse(response.content, Path(VERSION_LOG_NAME))
+    log = VersionLog.parse(answer.body, Path(VERSION_LOG_NAME))
     log.verify(expected_publisher, known_head=known_head)
     return log
 
 
 __all__ = [
+    "MAX_ANSWER_BYTES",
+    "MAX_LOG_BYTES",
+    "Answer",
     "DownloadError",
     "DownloadRefusedError",
     "DownloadVerificationError",
     "Progress",
     "download_version",
+    "error_detail",
     "fetch_version_log",
     "part_path",
     "send",

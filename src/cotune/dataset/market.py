@@ -7,27 +7,42 @@ The flow, buyer side (:func:`buy_version`):
    pins the very entry the log signs (so the price buys exactly those bytes);
 3. pay the listed price with ``DatasetMarket.buy`` (skipped when this address already
    holds a receipt: buying again never charges twice);
-4. sign a :class:`PurchaseClaim` (EIP-712: "I, the paying address, ask for a token for
-   version N", with the time it was signed) and ``POST /purchases`` it;
-5. the server (:class:`SalesDesk`) checks the signature, the claim's age, the receipt on
-   chain and the listing's entry hash, then mints a member token scoped to that version.
+4. sign a :class:`PurchaseClaim` (EIP-712: "I, the paying address, ask *this server*
+   for a token for version N of *this publisher's* dataset", dated, with a nonce) and
+   ``POST /purchases`` it;
+5. the server (:class:`SalesDesk`) checks the signature, the claim's age, that it names
+   this server's origin and publisher, the receipt on chain and the listing's entry hash,
+   then mints a member token scoped to exactly that version.
 
-Each claim is redeemed once: its token's label names the buyer, the version, the
-claim's time and its random nonce, and the token store refuses a second token with the
-same label, across restarts. A fresh claim (another ``buy``) mints a fresh token.
+**Bound to one server.** A claim names the origin the buyer contacts
+(``scheme://host:port``, see :func:`normalize_origin`) and the publisher whose log it
+verified. A server redeems only claims for one of its public origins (``cotune dataset
+serve --public-origin``; by default derived from the bind address, see
+:func:`default_origins`) and its own publisher, so a mirror that relays a buyer's claim
+gets 409, not a token.
 
-The claim's domain is ``name="cotune Dataset Server"``, ``version="1"``, the market's
-chain id and address, so a claim means nothing to any other market or chain.
+**One live token per receipt.** A claim is redeemed once (its token's label names the
+buyer, the version, the claim's time and its random nonce; a replay is 409). A fresh
+claim against a receipt *replaces* that receipt's token: the old one stops working, so
+a buyer who lost a token signs a new claim, and a buyer never holds two. Once the
+publisher revokes a receipt's token (``cotune dataset revoke``) the receipt gets no
+new token (403). See :meth:`~cotune.dataset.tokens.TokenStore.issue_for_receipt`.
+
+The claim's domain is ``name="cotune Dataset Server"``, ``version="2"``, the market's
+chain id and address, so a claim means nothing to any other market or chain (version
+``"1"`` claims, which named no server, are not accepted).
 """
 
 from __future__ import annotations
 
+import ipaddress
 import secrets
 import threading
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any
+from urllib.parse import urlsplit
 
 import httpx
 from eth_account.signers.local import LocalAccount
@@ -35,6 +50,7 @@ from eth_utils.address import is_address, to_checksum_address
 from eth_utils.exceptions import ValidationError as EthKeysValidationError
 
 from cotune.chain.clients.dataset_market import dataset_key
+from cotune.common import jsonsafe
 from cotune.common.errors import CotuneError
 from cotune.crypto.eip712 import (
     Eip712Domain,
@@ -43,15 +59,20 @@ from cotune.crypto.eip712 import (
     sign_typed_data,
 )
 from cotune.crypto.errors import SignatureError
-from cotune.dataset.client import fetch_version_log, send
-from cotune.dataset.tokens import DuplicateLabelError, TokenStore
+from cotune.dataset.client import MAX_ANSWER_BYTES, error_detail, fetch_version_log, send
+from cotune.dataset.tokens import (
+    DuplicateLabelError,
+    ReceiptRevokedError,
+    TokenError,
+    TokenStore,
+)
 from cotune.dataset.versions import SignedVersion, VersionLog
 
 if TYPE_CHECKING:
     from cotune.chain.clients.dataset_market import DatasetMarketClient
 
 CLAIM_DOMAIN_NAME = "cotune Dataset Server"
-CLAIM_DOMAIN_VERSION = "1"
+CLAIM_DOMAIN_VERSION = "2"
 CLAIM_MAX_AGE = 300
 """Seconds a purchase claim stays redeemable after it was signed (and how far ahead of the
 server's clock it may be)."""
@@ -59,11 +80,15 @@ CLAIM_TYPES: dict[str, TypeFields] = {
     "PurchaseClaim": (
         ("datasetId", "string"),
         ("version", "uint64"),
+        ("publisher", "address"),
+        ("origin", "string"),
         ("buyer", "address"),
         ("issuedAt", "uint64"),
         ("nonce", "uint64"),
     )
 }
+_DEFAULT_PORTS = {"http": 80, "https": 443}
+_WILDCARD_HOSTS = ("", "0.0.0.0", "::")  # noqa: S104 - recognised, never bound
 
 
 class PurchaseError(CotuneError):
@@ -78,6 +103,53 @@ class ClaimRejectedError(PurchaseError):
         super().__init__(message)
 
 
+def normalize_origin(url: str) -> str:
+    """The origin of ``url`` as a claim names it: ``scheme://host:port``, all explicit.
+
+    The scheme and host are lower-cased, the default port is written out, an IPv6 host
+    is bracketed, and any path, query or trailing slash is dropped:
+    ``HTTP://Data.Example:80/v1/`` is ``http://data.example:80``. ``ValueError`` for
+    anything but an ``http``/``https`` URL with a host (and no user name or password).
+    """
+    try:
+        parts = urlsplit(url.strip())
+        port = parts.port
+    except ValueError as exc:
+        raise ValueError(f"{url!r} is not a URL with a valid port: {exc}") from None
+    scheme = parts.scheme.lower()
+    if scheme not in _DEFAULT_PORTS or not parts.hostname:
+        raise ValueError(f"{url!r} is not an http:// or https:// URL with a host")
+    if parts.username is not None or parts.password is not None:
+        raise ValueError(f"{url!r} carries a user name or password")
+    host = parts.hostname
+    if ":" in host:
+        host = f"[{host}]"
+    return f"{scheme}://{host}:{_DEFAULT_PORTS[scheme] if port is None else port}"
+
+
+def default_origins(host: str, port: int) -> tuple[str, ...]:
+    """The origins a server bound to ``host:port`` answers at, for ``serve --sell``.
+
+    A loopback bind is reached as itself and as ``localhost``; any other address or
+    name as itself, over plain ``http``. ``ValueError`` for a wildcard bind (``0.0.0.0``,
+    ``::``): the buyers' URL cannot be guessed; give ``--public-origin``.
+    """
+    if host in _WILDCARD_HOSTS:
+        raise ValueError(
+            f"--host {host!r} listens on every address: give --public-origin with the URL "
+            "buyers use (for example http://data.example.org:8790)"
+        )
+    try:
+        loopback = host == "localhost" or ipaddress.ip_address(host).is_loopback
+    except ValueError:  # a host name
+        loopback = False
+    named = f"[{host}]" if ":" in host else host
+    origins = [normalize_origin(f"http://{named}:{port}")]
+    if loopback:
+        origins.append(normalize_origin(f"http://localhost:{port}"))
+    return tuple(dict.fromkeys(origins))
+
+
 def claim_domain(chain_id: int, market: str) -> Eip712Domain:
     """The EIP-712 domain of purchase claims for the market at ``market`` on ``chain_id``."""
     return Eip712Domain(
@@ -87,10 +159,14 @@ def claim_domain(chain_id: int, market: str) -> Eip712Domain:
 
 @dataclass(frozen=True)
 class PurchaseClaim:
-    """A buyer's signed request for a token for one version it paid for."""
+    """A buyer's signed request, to one server, for a token for one version it paid for."""
 
     dataset_id: str
     version: int
+    publisher: str
+    """Whose dataset (the address that signs the version log), checksummed."""
+    origin: str
+    """The server the claim is for, as :func:`normalize_origin` writes it."""
     buyer: str
     issued_at: int
     nonce: int
@@ -101,6 +177,8 @@ class PurchaseClaim:
         return {
             "datasetId": self.dataset_id,
             "version": self.version,
+            "publisher": self.publisher,
+            "origin": self.origin,
             "buyer": self.buyer,
             "issuedAt": self.issued_at,
             "nonce": self.nonce,
@@ -113,12 +191,21 @@ class PurchaseClaim:
         domain: Eip712Domain,
         dataset_id: str,
         version: int,
+        *,
+        publisher: str,
+        origin: str,
         issued_at: int | None = None,
     ) -> PurchaseClaim:
-        """A claim by ``account`` for ``version`` with a random nonce, dated now by default."""
+        """A claim by ``account`` for ``version`` of ``publisher``'s dataset, to one server.
+
+        ``origin`` is any URL of that server (it is normalised); the nonce is random and
+        the claim dated now unless ``issued_at`` is given.
+        """
         unsigned = cls(
             dataset_id,
             version,
+            to_checksum_address(publisher),
+            normalize_origin(origin),
             to_checksum_address(account.address),
             int(time.time()) if issued_at is None else issued_at,
             secrets.randbits(64),
@@ -143,6 +230,8 @@ class PurchaseClaim:
         return {
             "dataset_id": self.dataset_id,
             "version": self.version,
+            "publisher": self.publisher,
+            "origin": self.origin,
             "buyer": self.buyer,
             "issued_at": self.issued_at,
             "nonce": self.nonce,
@@ -152,7 +241,16 @@ class PurchaseClaim:
     @classmethod
     def from_dict(cls, raw: Mapping[str, Any]) -> PurchaseClaim:
         """Parse a claim body; ``ValueError`` names the member that is missing or wrong."""
-        expected = {"dataset_id", "version", "buyer", "issued_at", "nonce", "signature"}
+        expected = {
+            "dataset_id",
+            "version",
+            "publisher",
+            "origin",
+            "buyer",
+            "issued_at",
+            "nonce",
+            "signature",
+        }
         if set(raw) != expected:
             raise ValueError(f"a claim has exactly the members {sorted(expected)}")
         for name in ("version", "issued_at", "nonce"):
@@ -161,9 +259,17 @@ class PurchaseClaim:
                 raise ValueError(f"{name} must be an integer in [0, 2**64)")
         if not isinstance(raw["dataset_id"], str):
             raise ValueError("dataset_id must be a string")
-        buyer, signature = raw["buyer"], raw["signature"]
-        if not isinstance(buyer, str) or not is_address(buyer):
-            raise ValueError("buyer must be an address")
+        for name in ("publisher", "buyer"):
+            if not isinstance(raw[name], str) or not is_address(raw[name]):
+                raise ValueError(f"{name} must be an address")
+        origin = raw["origin"]
+        try:
+            normal = isinstance(origin, str) and normalize_origin(origin) == origin
+        except ValueError:
+            normal = False
+        if not normal:
+            raise ValueError("origin must be a normalised origin, scheme://host:port")
+        signature = raw["signature"]
         if not isinstance(signature, str) or not signature.startswith("0x"):
             raise ValueError("signature must be 0x-prefixed hex")
         try:
@@ -173,7 +279,9 @@ class PurchaseClaim:
         return cls(
             raw["dataset_id"],
             raw["version"],
-            to_checksum_address(buyer),
+            to_checksum_address(raw["publisher"]),
+            origin,
+            to_checksum_address(raw["buyer"]),
             raw["issued_at"],
             raw["nonce"],
             signature_bytes,
@@ -187,7 +295,10 @@ class IssuedToken:
     token: str
     label: str
     version: int
+    """The only version the token opens."""
     receipt_id: int
+    replaced: int
+    """How many earlier tokens of the same receipt stopped working (0 or 1)."""
 
 
 class SalesDesk:
@@ -198,11 +309,20 @@ class SalesDesk:
         market: DatasetMarketClient,
         tokens: TokenStore,
         *,
+        origins: Iterable[str],
         clock: Callable[[], float] = time.time,
         max_age: int = CLAIM_MAX_AGE,
     ) -> None:
+        """Sell on ``market``, minting into ``tokens``, to claims for one of ``origins``.
+
+        ``origins`` are the URLs buyers reach this server at (normalised here; see
+        :func:`default_origins`); ``ValueError`` when there is none or one is not a URL.
+        """
         self.market = market
         self.tokens = tokens
+        self.origins = frozenset(normalize_origin(origin) for origin in origins)
+        if not self.origins:
+            raise ValueError("a sales desk needs at least one public origin")
         self.domain = claim_domain(market.chain.chain_id, market.address)
         self._clock = clock
         self._max_age = max_age
@@ -248,6 +368,19 @@ class SalesDesk:
             raise ClaimRejectedError(401, str(exc)) from None
         if signer != claim.buyer:
             raise ClaimRejectedError(401, f"the claim is signed by {signer}, not {claim.buyer}")
+        if claim.publisher != head.entry.publisher:
+            raise ClaimRejectedError(
+                409,
+                f"the claim is for {claim.publisher}'s dataset; this server sells "
+                f"{head.entry.publisher}'s",
+            )
+        if claim.origin not in self.origins:
+            raise ClaimRejectedError(
+                409,
+                f"the claim is bound to {claim.origin}, but this server answers at "
+                f"{', '.join(sorted(self.origins))}: sign it for the server you contact "
+                "(a relaying server cannot redeem it)",
+            )
         key = dataset_key(head.entry.publisher, head.entry.dataset_id)
         with self._chain_lock:
             receipt = self.market.receipt_of(key, claim.version, claim.buyer)
@@ -260,12 +393,24 @@ class SalesDesk:
             )
         label = f"purchase:{claim.buyer}:v{claim.version}:{claim.issued_at}:{claim.nonce:016x}"
         try:
-            token = self.tokens.issue(label, claim.version)
+            token, replaced = self.tokens.issue_for_receipt(
+                label, claim.version, claim.buyer, receipt
+            )
         except DuplicateLabelError:
             raise ClaimRejectedError(
                 409, "this claim was already redeemed: sign a new one"
             ) from None
-        return IssuedToken(token, label, claim.version, receipt)
+        except ReceiptRevokedError:
+            raise ClaimRejectedError(
+                403,
+                f"the publisher revoked the token of receipt {receipt}: "
+                "this purchase gets no new token",
+            ) from None
+        except TokenError as exc:  # the journal is full or unreadable
+            raise ClaimRejectedError(
+                503, f"the server cannot issue a token now ({type(exc).__name__})"
+            ) from None
+        return IssuedToken(token, label, claim.version, receipt, len(replaced))
 
 
 def _head(log: VersionLog) -> SignedVersion:
@@ -281,11 +426,14 @@ class Purchase:
 
     entry: SignedVersion
     token: str
+    """A member token for exactly ``entry``'s version."""
     receipt_id: int
     price: int
     paid: bool
     """False when an earlier receipt was reused and nothing was paid now."""
     tx_hash: str | None
+    replaced: int
+    """How many earlier tokens of this receipt the new one replaced (they stop working)."""
 
 
 def buy_version(
@@ -300,12 +448,18 @@ def buy_version(
 ) -> Purchase:
     """Pay for ``version`` on ``market`` (once) and redeem a token from the server at ``base_url``.
 
-    ``buyer`` pays and signs the claim. ``PurchaseError`` before any payment when the log does
-    not verify, the version is not on sale, the listing pins another entry, or the price is
-    above ``max_price``; ``ClaimRejectedError`` when the server refuses the claim (the
-    receipt stays on chain: run again to redeem a new claim without paying again).
+    ``buyer`` pays and signs the claim, bound to ``base_url``'s origin and the log's
+    publisher. The token opens ``version`` only; it replaces any earlier token of the same
+    receipt. ``PurchaseError`` before any payment when ``base_url`` is not an http(s) URL,
+    the log does not verify, the version is not on sale, the listing pins another entry, or
+    the price is above ``max_price``; ``ClaimRejectedError`` when the server refuses the
+    claim (the receipt stays on chain: run again to redeem a new claim without paying).
     """
     url = base_url.rstrip("/")
+    try:
+        origin = normalize_origin(url)
+    except ValueError as exc:
+        raise PurchaseError(str(exc)) from None
     log = fetch_version_log(url, expected_publisher=expected_publisher, client=client)
     signed = log.get(version)
     if signed is None:
@@ -331,25 +485,37 @@ def buy_version(
         event = market.buy(key, version, listing.price)
         receipt, tx_hash = event.receipt_id, event.tx_hash
     domain = claim_domain(market.chain.chain_id, market.address)
-    claim = PurchaseClaim.sign(buyer, domain, dataset_id, version)
-    issued = _post_claim(url, claim, client)
-    return Purchase(signed, issued, receipt, listing.price, tx_hash is not None, tx_hash)
+    claim = PurchaseClaim.sign(
+        buyer, domain, dataset_id, version, publisher=publisher, origin=origin
+    )
+    token, replaced = _post_claim(url, claim, client)
+    return Purchase(signed, token, receipt, listing.price, tx_hash is not None, tx_hash, replaced)
 
 
-def _post_claim(url: str, claim: PurchaseClaim, client: httpx.Client | None) -> str:
-    response = send(client, "POST", f"{url}/purchases", json=claim.to_dict())
-    if response.status_code != 200:
-        try:
-            detail = str(response.json().get("detail", response.text))
-        except ValueError:
-            detail = response.text
-        raise ClaimRejectedError(
-            response.status_code, f"{url}/purchases: HTTP {response.status_code}: {detail}"
-        )
-    token = response.json().get("token")
-    if not isinstance(token, str) or not token:
+def _post_claim(url: str, claim: PurchaseClaim, client: httpx.Client | None) -> tuple[str, int]:
+    """The token the server mints for ``claim``, and how many tokens it replaced."""
+    status, body = send(
+        client, "POST", f"{url}/purchases", limit=MAX_ANSWER_BYTES, json=claim.to_dict()
+    )
+    if status != 200:
+        detail = error_detail(body)
+        if detail is None:
+            detail = body.decode("utf-8", "replace")
+        raise ClaimRejectedError(status, f"{url}/purchases: HTTP {status}: {detail}")
+    try:
+        answer = jsonsafe.loads(body)
+    except (ValueError, RecursionError):
+        answer = None
+    if (
+        not isinstance(answer, dict)
+        or not isinstance(answer.get("token"), str)
+        or not answer["token"]
+    ):
         raise PurchaseError(f"{url}/purchases: the answer holds no token")
-    return token
+    replaced = answer.get("replaced")
+    if isinstance(replaced, bool) or not isinstance(replaced, int):
+        raise PurchaseError(f"{url}/purchases: the answer does not say what it replaced")
+    return answer["token"], replaced
 
 
 __all__ = [
@@ -362,4 +528,6 @@ __all__ = [
     "SalesDesk",
     "buy_version",
     "claim_domain",
+    "default_origins",
+    "normalize_origin",
 ]

@@ -9,10 +9,13 @@ it was signed under. The claim travels *inside* the ciphertext, in a small envel
     {"provenance": [<claim>]}           (canonical JSON, one line)
     <the JSONL data, byte for byte>
 
-so only the enclave sees which dataset a contributor used. A plaintext without the
-magic first line is plain JSONL with no claim (what ``submit`` sends without
-``--dataset``). The enclave accepts a claim only when the signature recovers to the
-entry's publisher and the data's SHA-256 and size are the entry's artifact: the
+so only the enclave sees which dataset a contributor used. The header may also carry
+``"commitment_salt"`` (64 hex digits), the contributor's salt for the commitment to its
+data that the enclave publishes instead of the data's plain hash (so a published report
+never confirms a guessed dataset; see :mod:`cotune.aggregator.bindings`); an envelope
+then may carry no claim at all. A plaintext without the magic first line is plain JSONL
+with no claim and no salt. The enclave accepts a claim only when the signature recovers
+to the entry's publisher and the data's SHA-256 and size are the entry's artifact: the
 contributor submitted exactly the signed version's bytes.
 """
 
@@ -20,11 +23,13 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from cotune.common import jsonsafe
 from cotune.common.errors import CotuneError
 from cotune.crypto.eip712 import Eip712Domain
 from cotune.dataset.bundle import load_bundle
@@ -43,8 +48,20 @@ MAX_HEADER_BYTES = 1 << 16
 """A provenance header longer than this is refused unread."""
 
 
+SALT_BYTES = 32
+
+
 class ProvenanceError(CotuneError):
     """A provenance claim is malformed, or does not hold for the data it came with."""
+
+
+@dataclass(frozen=True)
+class Submission:
+    """A decrypted submission: the JSONL data, its dataset claims and its commitment salt."""
+
+    data: bytes
+    claims: list[DatasetClaim]
+    salt: bytes | None = None
 
 
 @dataclass(frozen=True)
@@ -131,40 +148,64 @@ def resolve_dataset(reference: str) -> tuple[DatasetClaim, Path | None]:
     return DatasetClaim(signed, log.domain), artifact
 
 
-def wrap_submission(data: bytes, claims: Sequence[DatasetClaim]) -> bytes:
-    """The plaintext to encrypt: ``data`` alone, or the envelope carrying ``claims``."""
-    if not claims:
+def wrap_submission(
+    data: bytes, claims: Sequence[DatasetClaim], *, salt: bytes | None = None
+) -> bytes:
+    """The plaintext to encrypt: ``data`` alone, or the envelope carrying ``claims``/``salt``."""
+    if len(claims) > 1:
+        raise ValueError("a submission carries at most one dataset claim")
+    if not claims and salt is None:
         return data
-    header = json.dumps(
-        {"provenance": [c.to_dict() for c in claims]}, sort_keys=True, separators=(",", ":")
-    ).encode()
-    return SUBMISSION_MAGIC + header + b"\n" + data
+    header: dict[str, Any] = {"provenance": [c.to_dict() for c in claims]}
+    if salt is not None:
+        if len(salt) != SALT_BYTES:
+            raise ValueError(f"a commitment salt is {SALT_BYTES} bytes")
+        header["commitment_salt"] = salt.hex()
+    encoded = json.dumps(header, sort_keys=True, separators=(",", ":")).encode()
+    return SUBMISSION_MAGIC + encoded + b"\n" + data
 
 
-def unwrap_submission(plaintext: bytes) -> tuple[bytes, list[DatasetClaim]]:
-    """Split a decrypted submission into its data and its claims (none for plain JSONL)."""
+def unwrap_submission(plaintext: bytes) -> Submission:
+    """Split a decrypted submission into its data, claims and salt (none for plain JSONL)."""
     if not plaintext.startswith(SUBMISSION_MAGIC):
-        return plaintext, []
+        return Submission(plaintext, [])
     rest = plaintext[len(SUBMISSION_MAGIC) :]
     end = rest.find(b"\n", 0, MAX_HEADER_BYTES + 1)
     if end < 0:
         raise ProvenanceError(f"the provenance header has no end within {MAX_HEADER_BYTES} bytes")
     try:
-        header = json.loads(rest[:end])
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        header = jsonsafe.loads(rest[:end])
+    except ValueError as exc:  # not JSON, not UTF-8, too deep, or a number too long
         raise ProvenanceError(f"the provenance header is not JSON: {exc}") from None
-    if not isinstance(header, dict) or set(header) != {"provenance"}:
-        raise ProvenanceError("the provenance header is an object with one member, 'provenance'")
+    if not isinstance(header, dict) or not {"provenance"} <= set(header) <= {
+        "provenance",
+        "commitment_salt",
+    }:
+        raise ProvenanceError(
+            "the provenance header is an object with the members 'provenance' and, "
+            "optionally, 'commitment_salt'"
+        )
     raw_claims = header["provenance"]
-    if not isinstance(raw_claims, list) or len(raw_claims) != 1:
-        raise ProvenanceError("a submission carries exactly one dataset claim")
-    return rest[end + 1 :], [DatasetClaim.from_dict(c) for c in raw_claims]
+    if not isinstance(raw_claims, list) or len(raw_claims) > 1:
+        raise ProvenanceError("a submission carries at most one dataset claim")
+    salt = header.get("commitment_salt")
+    if salt is not None and (
+        not isinstance(salt, str) or not re.fullmatch(f"[0-9a-f]{{{2 * SALT_BYTES}}}", salt)
+    ):
+        raise ProvenanceError(f"commitment_salt must be {2 * SALT_BYTES} lowercase hex digits")
+    return Submission(
+        rest[end + 1 :],
+        [DatasetClaim.from_dict(c) for c in raw_claims],
+        None if salt is None else bytes.fromhex(salt),
+    )
 
 
 __all__ = [
+    "SALT_BYTES",
     "SUBMISSION_MAGIC",
     "DatasetClaim",
     "ProvenanceError",
+    "Submission",
     "resolve_dataset",
     "unwrap_submission",
     "wrap_submission",

@@ -11,30 +11,40 @@ Endpoints:
     clients verify it themselves).
 ``GET /versions/{n}/artifact``
     Needs ``Authorization: Bearer <token>`` from the :class:`~cotune.dataset.tokens.TokenStore`
-    with scope ``>= n``: 401 for a missing or unknown token, 403 for a revoked or
-    out-of-scope one, 404 for a version the log does not have. A full download is 200;
-    a single ``Range`` (``bytes=a-b``, ``bytes=a-``, ``bytes=-n``) is 206 with
-    ``Content-Range``, or 416 when it cannot be satisfied. ``If-Range`` that does not match
-    the ETag gets the full 200. Every answer carries ``ETag: "<sha256>"``,
+    whose scope covers ``n`` (a purchase: exactly the version bought; an admission:
+    ``1..N``): 401 for a missing or unknown token, 403 for a revoked or out-of-scope one
+    (the detail says by whom it was revoked, or which versions it covers), 404 for a
+    version the log does not have, 422 for ``n`` outside ``1..2**64-1``, 503 when the
+    token journal cannot be read. A full download is 200; a single ``Range``
+    (``bytes=a-b``, ``bytes=a-``, ``bytes=-n``) is 206 with ``Content-Range``, or 416 when
+    it cannot be satisfied (a first byte past the end, however many digits it has: no
+    position is ever converted from more than 19 significant digits). ``If-Range`` that
+    does not match the ETag gets the full 200. Every answer carries ``ETag: "<sha256>"``,
     ``X-Content-SHA256`` (the whole artifact's signed SHA-256 hex), ``Accept-Ranges: bytes``
     and ``Content-Length``; the body is streamed from disk in chunks.
 ``GET /market``
     When the server sells through a ``DatasetMarket`` (:class:`~cotune.dataset.market.SalesDesk`):
     the chain id, market address, dataset key and each version's price; 404 otherwise.
 ``POST /purchases``
-    A signed :class:`~cotune.dataset.market.PurchaseClaim` in, a member token for that
-    version out (200 ``{"token", "label", "version", "receipt_id"}``). 400 for a malformed
-    or stale claim, 401 for a bad signature, 402 when the buyer has no receipt on chain,
-    409 for a claim already redeemed or a listing that pins another entry, 503 when the
-    chain cannot be read.
+    A signed :class:`~cotune.dataset.market.PurchaseClaim` in (a JSON object of at most
+    :data:`MAX_CLAIM_BYTES`; 413 above, read no further), a member token for exactly
+    that version out (200 ``{"token", "label", "version", "receipt_id", "replaced"}``; the
+    receipt's earlier token, if any, stops working). 400 for a malformed or stale claim,
+    401 for a bad signature, 402 when the buyer has no receipt on chain, 403 when the
+    publisher revoked the receipt's token, 409 for a claim already redeemed, bound to
+    another server origin or publisher, or a listing that pins another entry, 503 when the
+    chain or the token journal cannot be used (the detail names the kind of failure only:
+    the chain's own message, which may hold the RPC URL and its key, is only logged).
 
 The hash headers repeat the signed entry: a client checks what it received against the
-entry it verified from the log, never against these headers alone.
+entry it verified from the log, never against these headers alone. Artifacts are stored
+mode 0600: they are the plaintext data.
 """
 
 from __future__ import annotations
 
 import hashlib
+import logging
 import os
 import re
 import threading
@@ -43,16 +53,20 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Annotated, Any, BinaryIO
 
-from fastapi import Body, FastAPI, Header, HTTPException
+from fastapi import FastAPI, Header, HTTPException, Request
+from fastapi import Path as PathParam
 from fastapi.responses import Response, StreamingResponse
+from starlette.concurrency import run_in_threadpool
 
 from cotune.chain.errors import ChainError
+from cotune.common import jsonsafe
 from cotune.common.atomic import atomic_writer, write_bytes_atomic
 from cotune.dataset.bundle import ArtifactError, ArtifactMismatchError, load_bundle
 from cotune.dataset.market import ClaimRejectedError, PurchaseClaim, SalesDesk
 from cotune.dataset.tokens import (
     RevokedTokenError,
     ScopeError,
+    TokenError,
     TokenStore,
     UnknownTokenError,
 )
@@ -70,7 +84,19 @@ ARTIFACTS_DIR = "artifacts"
 CHUNK_SIZE = 1 << 20
 """How many bytes the server reads from disk (and sends) at a time."""
 
-_RANGE = re.compile(r"bytes=(\d*)-(\d*)")
+MAX_CLAIM_BYTES = 4096
+"""The largest ``POST /purchases`` body read (a claim takes about 600 bytes); 413 above.
+It also bounds how deeply the JSON can nest, which matters: ``py_ecc``, loaded with the
+chain stack, raises the recursion limit to 100,000, so a body of some 60,000 ``[`` made
+``json`` overflow the C stack and kill the server."""
+MAX_POSITION_DIGITS = 19
+"""Significant digits of the largest byte position ``Range`` is read as (10**19 bytes is
+past the end of any file); a longer number is never converted, only compared."""
+
+_RANGE = re.compile(r"bytes=([0-9]*)-([0-9]*)")
+_BEYOND: int = 10**MAX_POSITION_DIGITS
+_MAX_VERSION = 2**64 - 1
+_log = logging.getLogger(__name__)
 
 
 def artifact_path(root: Path, sha256: bytes) -> Path:
@@ -98,6 +124,7 @@ def publish_version(root: Path, bundle_dir: Path) -> SignedVersion:
     target.parent.mkdir(parents=True, exist_ok=True)
     try:
         verify_artifact(head, target)  # already stored intact: keep it
+        target.chmod(0o600)
     except ArtifactError:
         _copy_verified(bundle.artifact_path, target, head)
     write_bytes_atomic(served_log, log.to_json())
@@ -107,7 +134,10 @@ def publish_version(root: Path, bundle_dir: Path) -> SignedVersion:
 def _copy_verified(source: Path, target: Path, head: SignedVersion) -> None:
     digest = hashlib.sha256()
     size = 0
-    with source.open("rb") as src, atomic_writer(target, size_hint=head.entry.artifact_size) as dst:
+    with (
+        source.open("rb") as src,
+        atomic_writer(target, mode=0o600, size_hint=head.entry.artifact_size) as dst,
+    ):
         while chunk := src.read(1 << 20):
             digest.update(chunk)
             size += len(chunk)
@@ -144,8 +174,12 @@ class UnsatisfiableRangeError(ValueError):
 def parse_range(header: str | None, total: int) -> ByteRange | None:
     """The single range ``header`` asks for, or ``None`` to send the whole file.
 
-    A missing, malformed or multi-range header is ignored (``None``, as RFC 9110 allows);
-    ``UnsatisfiableRangeError`` when a valid single range selects nothing.
+    A missing, malformed or multi-range header, or one whose last byte comes before its
+    first, is ignored (``None``, as RFC 9110 allows); ``UnsatisfiableRangeError`` when a
+    valid single range selects nothing. Numbers of any length are read exactly as RFC 9110
+    means them (a first byte past the end is unsatisfiable, a last byte past the end or a
+    suffix longer than the file is clamped), but none is converted from more than
+    :data:`MAX_POSITION_DIGITS` significant digits.
     """
     if header is None:
         return None
@@ -156,17 +190,31 @@ def parse_range(header: str | None, total: int) -> ByteRange | None:
     if not start and not end:
         return None
     if not start:  # suffix: the last n bytes
-        suffix = int(end)
+        suffix = _position(end)
         if suffix == 0 or total == 0:
             raise UnsatisfiableRangeError(header)
         return ByteRange(max(0, total - suffix), total - 1, total)
-    first = int(start)
-    if end and int(end) < first:
+    if end and _magnitude(end) < _magnitude(start):
         return None  # invalid range: ignored
+    first = _position(start)
     if first >= total:
         raise UnsatisfiableRangeError(header)
-    last = total - 1 if not end else min(int(end), total - 1)
+    last = total - 1 if not end else min(_position(end), total - 1)
     return ByteRange(first, last, total)
+
+
+def _magnitude(digits: str) -> tuple[int, str]:
+    """A key that orders decimal digit strings by value, without converting them."""
+    significant = digits.lstrip("0")
+    return len(significant), significant
+
+
+def _position(digits: str) -> int:
+    """A byte position, or :data:`_BEYOND` (past any file) for a longer number."""
+    significant = digits.lstrip("0")
+    if len(significant) > MAX_POSITION_DIGITS:
+        return _BEYOND
+    return int(significant or "0")
 
 
 def _stream(handle: BinaryIO, first: int, length: int) -> Iterator[bytes]:
@@ -242,26 +290,26 @@ def create_dataset_app(root: Path, tokens: TokenStore, sales: SalesDesk | None =
         try:
             return selling.info(logs.get()[1])
         except (ChainError, OSError) as exc:
-            raise HTTPException(status_code=503, detail=f"cannot read the market: {exc}") from None
+            raise _market_unavailable(exc) from None
 
-    @app.post("/purchases")
-    def purchases(body: Annotated[dict[str, Any], Body()]) -> dict[str, Any]:
-        """Redeem a signed purchase claim for a member token scoped to the version bought."""
-        selling = desk()
-        try:
-            claim = PurchaseClaim.from_dict(body)
-        except ValueError as exc:
-            raise HTTPException(status_code=400, detail=f"malformed claim: {exc}") from None
+    def redeem(selling: SalesDesk, claim: PurchaseClaim) -> dict[str, Any]:
         try:
             return asdict(selling.redeem(claim, logs.get()[1]))
         except ClaimRejectedError as exc:
             raise HTTPException(status_code=exc.status, detail=str(exc)) from None
         except (ChainError, OSError) as exc:
-            raise HTTPException(status_code=503, detail=f"cannot read the market: {exc}") from None
+            raise _market_unavailable(exc) from None
+
+    @app.post("/purchases")
+    async def purchases(request: Request) -> dict[str, Any]:
+        """Redeem a signed purchase claim for a member token scoped to the version bought."""
+        selling = desk()  # before reading anything: a server that does not sell reads no body
+        claim = _parse_claim(await _read_body(request, MAX_CLAIM_BYTES))
+        return await run_in_threadpool(redeem, selling, claim)
 
     @app.get("/versions/{version}/artifact")
     def artifact(
-        version: int,
+        version: Annotated[int, PathParam(ge=1, le=_MAX_VERSION)],
         authorization: Annotated[str | None, Header()] = None,
         range: Annotated[str | None, Header()] = None,  # noqa: A002 - the header's name
         if_range: Annotated[str | None, Header()] = None,
@@ -276,11 +324,17 @@ def create_dataset_app(root: Path, tokens: TokenStore, sales: SalesDesk | None =
                 detail="a valid member token is required",
                 headers={"WWW-Authenticate": "Bearer"},
             ) from None
-        except RevokedTokenError:
-            raise HTTPException(status_code=403, detail="this token was revoked") from None
-        except ScopeError:
+        except RevokedTokenError as exc:
+            how = exc.record.revocation.describe() if exc.record.revocation else "revoked"
+            raise HTTPException(status_code=403, detail=f"this token was {how}") from None
+        except ScopeError as exc:
             raise HTTPException(
-                status_code=403, detail=f"this token does not cover v{version}"
+                status_code=403,
+                detail=f"this token covers {exc.record.scope.describe()}, not v{version}",
+            ) from None
+        except TokenError:
+            raise HTTPException(
+                status_code=503, detail="the server cannot read its member tokens now"
             ) from None
         signed = logs.get()[1].get(version)
         if signed is None:
@@ -326,6 +380,40 @@ def create_dataset_app(root: Path, tokens: TokenStore, sales: SalesDesk | None =
     return app
 
 
+async def _read_body(request: Request, limit: int) -> bytes:
+    """The request body, read no further than ``limit`` bytes (413 when it is longer)."""
+    body = bytearray()
+    async for chunk in request.stream():
+        body += chunk
+        if len(body) > limit:
+            raise HTTPException(
+                status_code=413, detail=f"a purchase claim is at most {limit} bytes"
+            )
+    return bytes(body)
+
+
+def _parse_claim(body: bytes) -> PurchaseClaim:
+    """The claim a ``POST /purchases`` body holds; 400 when it holds none."""
+    try:
+        raw = jsonsafe.loads(body)
+    except (ValueError, RecursionError):
+        raise HTTPException(status_code=400, detail="malformed claim: not JSON") from None
+    if not isinstance(raw, dict):
+        raise HTTPException(status_code=400, detail="malformed claim: not a JSON object")
+    try:
+        return PurchaseClaim.from_dict(raw)
+    except ValueError as exc:
+        raise HTTPException(status_code=400, detail=f"malformed claim: {exc}") from None
+
+
+def _market_unavailable(exc: Exception) -> HTTPException:
+    """503 for a chain (or disk) failure; its message, which may name the RPC URL, is logged."""
+    _log.warning("cannot read the market: %s", exc)
+    return HTTPException(
+        status_code=503, detail=f"cannot read the market now ({type(exc).__name__})"
+    )
+
+
 def _bearer(authorization: str | None) -> str | None:
     if authorization is None:
         return None
@@ -338,6 +426,8 @@ def _bearer(authorization: str | None) -> str | None:
 __all__ = [
     "ARTIFACTS_DIR",
     "CHUNK_SIZE",
+    "MAX_CLAIM_BYTES",
+    "MAX_POSITION_DIGITS",
     "ByteRange",
     "UnsatisfiableRangeError",
     "artifact_path",

@@ -72,6 +72,7 @@ from eth_account.signers.local import LocalAccount
 from eth_utils.address import is_address, to_checksum_address
 from eth_utils.exceptions import ValidationError as EthKeysValidationError
 
+from cotune.common import jsonsafe
 from cotune.common.atomic import write_bytes_atomic
 from cotune.common.errors import CotuneError
 from cotune.crypto.eip712 import (
@@ -407,7 +408,7 @@ class VersionLog:
     def parse(cls, data: bytes, path: Path) -> VersionLog:
         """A log from its file's bytes, as :meth:`load` reads them (``path``: where it lives)."""
         try:
-            raw = json.loads(data)
+            raw = jsonsafe.loads(data)
         except (ValueError, RecursionError) as exc:
             raise LogFormatError(f"{path} is not JSON: {exc}") from None
         try:

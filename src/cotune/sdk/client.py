@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import hashlib
 import io
-import json
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -23,13 +22,16 @@ from cotune.aggregator.attestation import (
     verify_enclave,
 )
 from cotune.aggregator.bindings import (
+    commitment_salt_info,
+    dataset_commitment,
+    derive_salt,
     eval_set_info,
     model_info,
     model_key_info,
     submission_info,
 )
 from cotune.aggregator.package import unpack_adapter
-from cotune.aggregator.spec import SessionSpec, publish, publish_rules
+from cotune.aggregator.spec import SessionSpec, SpecError, fetch_rules, publish, publish_rules
 from cotune.chain.clients.coordinator import (
     ContributionInfo,
     ContributionStatus,
@@ -39,8 +41,10 @@ from cotune.chain.clients.coordinator import (
 )
 from cotune.chain.connection import Chain
 from cotune.chain.deployment import Contracts, Deployment
+from cotune.chain.limits import MAX_CONTRIBUTORS
 from cotune.chain.statements import RejectionCertificate
 from cotune.chain.transactions import TxResult
+from cotune.common import jsonsafe
 from cotune.common.errors import CotuneError
 from cotune.common.progress import Progress, no_progress
 from cotune.crypto.hpke import HpkePrivateKey, unseal
@@ -54,6 +58,10 @@ from cotune.training.rules import GateRules
 
 class SubmitError(CotuneError):
     """A submission was refused before anything was spent."""
+
+
+class SessionOptionsError(CotuneError):
+    """A session cannot be opened with these options (nothing was stored or sent)."""
 
 
 @dataclass(frozen=True)
@@ -83,6 +91,9 @@ class SubmitResult:
     examples: int
     tx: TxResult
     enclave: VerifiedEnclave
+    commitment: str
+    """The salted commitment to the data the session's public report will show if the
+    enclave trained on exactly these bytes (see :meth:`Client.dataset_commitment`)."""
 
 
 def _read(data: bytes | Path) -> tuple[bytes, str]:
@@ -127,8 +138,14 @@ class Client:
 
     def open_session(self, eval_set: bytes | Path, options: SessionOptions) -> int:
         """Encrypt the eval set to the enclave, publish the spec and rules, open the session."""
+        if not 1 <= options.quorum <= options.max_contributors <= MAX_CONTRIBUTORS:
+            raise SessionOptionsError(
+                f"need 1 <= quorum ({options.quorum}) <= max contributors "
+                f"({options.max_contributors}) <= {MAX_CONTRIBUTORS}"
+            )
         data, source = _read(eval_set)
-        load_dataset(data, source)  # DatasetValidationError before anything is stored
+        # Refused before anything is stored: an invalid eval set, or one over the rules' caps.
+        load_dataset(data, source, options.rules.data_limits())
         enclave = self.verify_enclave(options.enclave_id, options.pinned_measurement)
         coordinator = self.contracts.coordinator
         info = eval_set_info(self.chain.chain_id, coordinator.address, self.address)
@@ -180,11 +197,16 @@ class Client:
         bytes uploaded.
         """
         plaintext, source = _read(data)
-        dataset_examples = load_dataset(plaintext, source)
-        if dataset is not None:
-            dataset.check(plaintext)
         coordinator = self.contracts.coordinator
         session = coordinator.session(session_id)
+        try:
+            rules = fetch_rules(self.storage, session.gate_rules_hash)
+        except SpecError as exc:
+            raise SubmitError(f"session {session_id}'s gate rules cannot be read: {exc}") from exc
+        # The session's caps, as the enclave applies them: over one, nothing is spent.
+        dataset_examples = load_dataset(plaintext, source, rules.data_limits())
+        if dataset is not None:
+            dataset.check(plaintext)
         self._check_can_submit(session)
         enclave = self.verify_enclave(session.enclave_id, pinned_measurement)
         if enclave.record.measurement != session.measurement:
@@ -194,7 +216,8 @@ class Client:
             )
         info = submission_info(self.chain.chain_id, coordinator.address, session_id, self.address)
         sink = io.BytesIO()
-        envelope = wrap_submission(plaintext, [dataset] if dataset is not None else [])
+        salt = self._commitment_salt(session_id)
+        envelope = wrap_submission(plaintext, [dataset] if dataset is not None else [], salt=salt)
         encrypt_stream(io.BytesIO(envelope), sink, enclave.hpke_public_key, info, progress=progress)
         ciphertext = sink.getvalue()
         digest = hashlib.sha256(ciphertext).digest()
@@ -205,8 +228,29 @@ class Client:
         ref = self.storage.put(io.BytesIO(ciphertext), progress=upload_progress)
         tx = coordinator.submit(session_id, ref.digest, hpke_key, stake=amount)
         return SubmitResult(
-            session_id, ref.digest, ref.size, len(dataset_examples.examples), tx, enclave
+            session_id,
+            ref.digest,
+            ref.size,
+            len(dataset_examples.examples),
+            tx,
+            enclave,
+            dataset_commitment(salt, plaintext),
         )
+
+    def _commitment_salt(self, session_id: int) -> bytes:
+        info = commitment_salt_info(
+            self.chain.chain_id, self.contracts.coordinator.address, session_id, self.address
+        )
+        return derive_salt(self.identity.hpke.secret_bytes(), info)
+
+    def dataset_commitment(self, session_id: int, data: bytes | Path) -> str:
+        """What the session's report shows of ``data`` if this participant submitted it.
+
+        Recomputed from this identity's key alone: compare it with the report's
+        ``dataset_commitment`` to check the enclave trained on exactly these bytes.
+        """
+        plaintext, _ = _read(data)
+        return dataset_commitment(self._commitment_salt(session_id), plaintext)
 
     def _check_can_submit(self, session: SessionInfo) -> None:
         sid = session.session_id
@@ -262,7 +306,7 @@ class Client:
         if session.state is not SessionState.FINALIZED:
             raise LookupError(f"session {session_id} is {session.state.name}: no report yet")
         ref = self.storage.stat(session.manifest_hash.hex())
-        report: dict[str, Any] = json.loads(self.storage.get_bytes(ref))
+        report: dict[str, Any] = jsonsafe.loads(self.storage.get_bytes(ref))
         return report
 
     def download(

@@ -35,6 +35,7 @@ from cotune.aggregator.package import pack_adapter
 from cotune.chain.clients.coordinator import ContributionStatus, SessionState
 from cotune.chain.connection import Chain
 from cotune.chain.deployment import Contracts, Deployment
+from cotune.common import jsonsafe
 from cotune.dataset.provenance import DatasetClaim, ProvenanceError
 from cotune.storage.base import BlobStore
 from cotune.training.manifest import MANIFEST_NAME
@@ -137,7 +138,7 @@ def _check_chain(
     )
     if not finalized:
         return
-    public = json.loads(storage.get_bytes(storage.stat(info.manifest_hash.hex())))
+    public = jsonsafe.loads(storage.get_bytes(storage.stat(info.manifest_hash.hex())))
     same_manifest = public.get("manifest") == manifest
     report.add(
         "adapter",

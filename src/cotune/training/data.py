@@ -9,25 +9,60 @@ Three shapes, one example per line:
 Every bad line gets its own error (line number, field, what was expected), and a
 file with any error yields no examples at all: nothing is trained on a file that
 fails validation.
+
+Validation is bounded for hostile input (:class:`DataLimits`): a document over its
+byte cap is refused unread, a line over its byte cap is an error without being
+decoded, a document with more examples than its cap stops there, and at most
+``MAX_STORED_ERRORS`` errors are kept (every bad line is still counted).
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import re
 from collections import Counter
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
 from cotune.common.atomic import write_bytes_atomic
+from cotune.common.jsonsafe import too_deep
 
 ROLES = ("system", "user", "assistant")
 ExampleKind = Literal["messages", "instruction", "text"]
 MAX_REPORTED_ERRORS = 50
+MAX_STORED_ERRORS = 1000
+"""Errors a report keeps; past that, bad lines are counted but not described."""
 MAX_NESTING = 64
 """Deepest bracket nesting a line may have; real examples need three or four levels."""
+MAX_LINE_BYTES = 1 << 20
+"""Default cap on one line (an example far longer than any sequence length)."""
+_BOM = b"\xef\xbb\xbf"
+_BLANK_RUN = re.compile(rb"[ \t\r\n]+")
+
+
+@dataclass(frozen=True)
+class DataLimits:
+    """Caps on one JSONL document; a session's rules set them for every contribution."""
+
+    max_bytes: int | None = None
+    """The whole document; larger is refused unread."""
+    max_line_bytes: int = MAX_LINE_BYTES
+    """One line, in bytes; a longer line is an error and is never decoded or parsed."""
+    max_examples: int | None = None
+    """Non-blank lines; validation stops after this many."""
+
+    def __post_init__(self) -> None:
+        for name in ("max_bytes", "max_line_bytes", "max_examples"):
+            value = getattr(self, name)
+            if value is not None and value < 1:
+                raise ValueError(f"{name} must be at least 1, got {value}")
+
+
+UNLIMITED = DataLimits(max_line_bytes=1 << 62)
+"""No caps: for data the caller produced itself."""
 
 
 @dataclass(frozen=True)
@@ -76,16 +111,20 @@ class ValidationReport:
     valid: int = 0
     errors: list[LineError] = field(default_factory=list)
     kinds: Counter[str] = field(default_factory=Counter)
-
-    @property
-    def invalid(self) -> int:
-        """How many non-blank lines failed."""
-        return len({e.line for e in self.errors})
+    invalid: int = 0
+    """How many non-blank lines failed (counted even past ``MAX_STORED_ERRORS``)."""
+    over_limit: str | None = None
+    """Set when the document broke a :class:`DataLimits` cap: what, in words."""
 
     @property
     def ok(self) -> bool:
-        """Whether every line is a valid example (and there is at least one)."""
-        return not self.errors and self.valid > 0
+        """Whether every line is a valid example (and there is at least one), within caps."""
+        return not self.errors and self.valid > 0 and self.over_limit is None
+
+    def reject_line(self, errors: Sequence[LineError]) -> None:
+        """Count one bad line and keep its errors (while there is room)."""
+        self.invalid += 1
+        self.errors.extend(errors[: max(0, MAX_STORED_ERRORS - len(self.errors))])
 
     @property
     def invalid_rate(self) -> float:
@@ -96,6 +135,8 @@ class ValidationReport:
     def summary(self) -> str:
         """One line: counts by shape and the number of bad lines."""
         shapes = ", ".join(f"{n} {k}" for k, n in sorted(self.kinds.items())) or "no examples"
+        if self.over_limit is not None:
+            return f"{self.source}: {self.over_limit}"
         if not self.errors and self.valid == 0:
             return f"{self.source}: empty: no examples"
         if not self.errors:
@@ -110,6 +151,9 @@ class ValidationReport:
         shown = [f"{self.source}:{e}" for e in self.errors[:limit]]
         if len(self.errors) > limit:
             shown.append(f"… and {len(self.errors) - limit} more errors")
+        kept = len({e.line for e in self.errors})
+        if self.invalid > kept:
+            shown.append(f"… and {self.invalid - kept} more bad lines, not described")
         return "\n".join([*shown, self.summary()])
 
 
@@ -194,37 +238,9 @@ def _parse_instruction(obj: dict[str, Any], line: int, errors: list[LineError]) 
     return Example("instruction", (Message("user", prompt), Message("assistant", output)))
 
 
-def _too_deep(text: str) -> bool:
-    """Whether brackets nest deeper than ``MAX_NESTING`` (outside strings).
-
-    The C JSON decoder can overflow the C stack on very deep nesting before Python's
-    recursion limit applies, so hostile lines are refused before decoding.
-    """
-    if text.count("[") + text.count("{") <= MAX_NESTING:
-        return False
-    depth, in_string, escaped = 0, False, False
-    for char in text:
-        if in_string:
-            if escaped:
-                escaped = False
-            elif char == "\\":
-                escaped = True
-            elif char == '"':
-                in_string = False
-        elif char == '"':
-            in_string = True
-        elif char in "[{":
-            depth += 1
-            if depth > MAX_NESTING:
-                return True
-        elif char in "]}":
-            depth -= 1
-    return False
-
-
 def parse_line(text: str, line: int, errors: list[LineError]) -> Example | None:
     """Parse one JSONL line; append its errors and return ``None`` when it is invalid."""
-    if _too_deep(text):
+    if too_deep(text, MAX_NESTING):
         found = f"JSON nested more than {MAX_NESTING} levels"
         errors.append(LineError(line, "(line)", "a JSON object", found))
         return None
@@ -235,6 +251,10 @@ def parse_line(text: str, line: int, errors: list[LineError]) -> Example | None:
         return None
     except RecursionError:
         errors.append(LineError(line, "(line)", "a JSON object", "JSON nested too deeply"))
+        return None
+    except ValueError as exc:  # e.g. an integer of more digits than Python converts
+        found = f"invalid JSON ({str(exc).split(':')[0]})"
+        errors.append(LineError(line, "(line)", "a JSON object", found))
         return None
     if not isinstance(obj, dict):
         errors.append(LineError(line, "(line)", "a JSON object", _type_name(obj)))
@@ -258,45 +278,112 @@ def parse_line(text: str, line: int, errors: list[LineError]) -> Example | None:
     return None
 
 
-def validate_lines(lines: Iterable[str], source: str) -> tuple[list[Example], ValidationReport]:
+def validate_lines(
+    lines: Iterable[str], source: str, limits: DataLimits = UNLIMITED
+) -> tuple[list[Example], ValidationReport]:
     """Validate JSONL lines (blank lines are skipped); return valid examples and the report."""
     report = ValidationReport(source)
-    examples: list[Example] = []
+    return _validate(_numbered(lines, report, limits), report, limits), report
+
+
+def _too_long(number: int, size: int, limits: DataLimits) -> LineError:
+    expected = f"a line of at most {limits.max_line_bytes} bytes"
+    return LineError(number, "(line)", expected, f"{size} bytes")
+
+
+def _numbered(
+    lines: Iterable[str], report: ValidationReport, limits: DataLimits
+) -> Iterator[tuple[int, str]]:
     for number, text in enumerate(lines, start=1):
         report.lines = number
+        # UTF-8 takes at most 4 bytes a character: only a long line needs encoding to measure.
+        if 4 * len(text) > limits.max_line_bytes and len(text.encode()) > limits.max_line_bytes:
+            report.reject_line([_too_long(number, len(text.encode()), limits)])
+        elif text.strip():
+            yield number, text
+
+
+def _validate(
+    lines: Iterable[tuple[int, str]], report: ValidationReport, limits: DataLimits
+) -> list[Example]:
+    """Parse non-blank ``(number, text)`` lines within the caps, counting into ``report``."""
+    examples: list[Example] = []
+    for number, text in lines:
         if not text.strip():
             continue
-        example = parse_line(text, number, report.errors)
-        if example is not None:
+        if limits.max_examples is not None and report.valid + report.invalid >= limits.max_examples:
+            report.over_limit = f"more than {limits.max_examples} examples"
+            break
+        line_errors: list[LineError] = []
+        example = parse_line(text, number, line_errors)
+        if example is None:
+            report.reject_line(line_errors)
+        else:
             examples.append(example)
             report.kinds[example.kind] += 1
-    report.valid = len(examples)
-    return examples, report
+            report.valid += 1
+    return examples
 
 
-def validate_bytes(data: bytes, source: str = "<memory>") -> tuple[list[Example], ValidationReport]:
-    """Validate a JSONL document held in memory (e.g. freshly decrypted)."""
-    data = data.removeprefix(b"\xef\xbb\xbf")  # a UTF-8 byte-order mark is not content
-    try:
-        text = data.decode("utf-8")
-    except UnicodeDecodeError as exc:
-        line = data[: exc.start].count(b"\n") + 1
-        report = ValidationReport(source, lines=line)
-        report.errors.append(
-            LineError(line, "(line)", "UTF-8 text", f"byte 0x{data[exc.start]:02x}")
-        )
+class _NotTextError(Exception):
+    """A document is not UTF-8: the absolute offset of the first bad byte."""
+
+    def __init__(self, offset: int) -> None:
+        self.offset = offset
+
+
+def _document_lines(
+    data: bytes, report: ValidationReport, limits: DataLimits
+) -> Iterator[tuple[int, str]]:
+    r"""Each line that is not whitespace-only, with its number, decoded one at a time.
+
+    JSONL lines end at "\n" only (``str.splitlines`` would also split inside strings at
+    U+2028 and friends, which JSON allows unescaped). A line over ``max_line_bytes`` is
+    counted as bad without being decoded. Runs of blank lines are skipped at C speed, so
+    a document of nothing but newlines costs no Python loop per line.
+    """
+    start, number, length = (len(_BOM) if data.startswith(_BOM) else 0), 1, len(data)
+    while start < length:
+        blank = _BLANK_RUN.match(data, start)
+        if blank is not None:
+            number += data.count(b"\n", start, blank.end())
+            start = blank.end()
+            if start >= length:
+                break
+        end = data.find(b"\n", start)
+        end = length if end < 0 else end
+        if end - start > limits.max_line_bytes:
+            report.reject_line([_too_long(number, end - start, limits)])
+        else:
+            try:
+                text = data[start:end].decode("utf-8")
+            except UnicodeDecodeError as exc:
+                raise _NotTextError(start + exc.start) from None
+            yield number, text.removesuffix("\r")
+        start, number = end + 1, number + 1
+
+
+def validate_bytes(
+    data: bytes, source: str = "<memory>", limits: DataLimits = UNLIMITED
+) -> tuple[list[Example], ValidationReport]:
+    """Validate a JSONL document held in memory (e.g. freshly decrypted), within ``limits``."""
+    report = ValidationReport(source, lines=data.count(b"\n") + (not data.endswith(b"\n")))
+    if limits.max_bytes is not None and len(data) > limits.max_bytes:
+        report.over_limit = f"{len(data)} bytes, over the cap of {limits.max_bytes} bytes"
         return [], report
-    # JSONL lines end at "\n" only: str.splitlines() would also split inside strings
-    # at U+2028 and friends, which JSON allows unescaped.
-    lines = text.split("\n")
-    if lines and lines[-1] == "":
-        lines.pop()
-    return validate_lines([line.removesuffix("\r") for line in lines], source)
+    try:
+        return _validate(_document_lines(data, report, limits), report, limits), report
+    except _NotTextError as bad:  # not text: one error, at the first bad byte, nothing else counts
+        line = data.count(b"\n", 0, bad.offset) + 1
+        not_text = ValidationReport(source, lines=line)
+        error = LineError(line, "(line)", "UTF-8 text", f"byte 0x{data[bad.offset]:02x}")
+        not_text.reject_line([error])
+        return [], not_text
 
 
-def load_dataset(data: bytes, source: str = "<memory>") -> Dataset:
+def load_dataset(data: bytes, source: str = "<memory>", limits: DataLimits = UNLIMITED) -> Dataset:
     """Validated examples of a JSONL document; ``DatasetValidationError`` on any bad line."""
-    examples, report = validate_bytes(data, source)
+    examples, report = validate_bytes(data, source, limits)
     if not report.ok:
         raise DatasetValidationError(report)
     return Dataset(source, tuple(examples), hashlib.sha256(data).hexdigest(), report)

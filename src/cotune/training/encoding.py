@@ -2,6 +2,10 @@
 
 Chat examples go through the tokenizer's chat template with loss on assistant tokens
 only; ``text`` examples carry loss everywhere.
+
+Text is cut to ``MAX_CHARS_PER_TOKEN`` characters per token of the sequence length
+*before* it is tokenised, and rendering stops once the sequence is full, so a hostile
+megabyte-long line costs what an example at the sequence length costs.
 """
 
 from __future__ import annotations
@@ -17,6 +21,9 @@ from cotune.training.data import Example
 
 IGNORE_INDEX = -100
 """Label of a token that carries no loss."""
+MAX_CHARS_PER_TOKEN = 32
+"""Characters kept per token of ``max_length``: real text averages 3-5 characters a token,
+so what is cut could only matter for tokens averaging more than this."""
 
 
 @dataclass(frozen=True)
@@ -57,14 +64,17 @@ def encode_example(
     content and end marker, not the role header) carries loss, nothing else does.
     """
     eos = tokenizer.eos_token_id
+    keep = max_length * MAX_CHARS_PER_TOKEN
     if example.kind == "text":
-        text_ids = _ids(tokenizer, example.text) + ([int(eos)] if eos is not None else [])
+        text_ids = _ids(tokenizer, example.text[:keep]) + ([int(eos)] if eos is not None else [])
         return Encoded(text_ids[:max_length], text_ids[:max_length])
     ids: list[int] = []
     labels: list[int] = []
-    turns = [{"role": m.role, "content": m.content} for m in example.messages]
+    turns = [{"role": m.role, "content": m.content[:keep]} for m in example.messages]
     rendered = ""
     for i, turn in enumerate(turns):
+        if len(ids) >= max_length:
+            break  # later turns fall past the truncation
         if turn["role"] != "assistant":
             continue
         prompt = _chat(tokenizer, turns[:i], prompt=True)

@@ -1,9 +1,10 @@
 """The quality gate: reject contributions that would hurt or not help the joint model.
 
 Structural checks come first (cheap, and nothing is trained on data that fails them):
-invalid lines, too few examples, exact and near duplicates within a contribution,
-duplicates of other contributors' data, and contradictions (the same prompt with a
-different answer, within a contribution or against the owner's eval set). Then a
+the session's size caps (bytes, line length, examples, tokens), invalid lines, too few
+examples, exact and near duplicates within a contribution, duplicates of other
+contributors' data, and contradictions (the same prompt with a different answer,
+within a contribution or against the owner's eval set). Then a
 usefulness probe: a small LoRA per contributor on a bounded token budget, scored on
 the owner's held-out eval set as the drop in eval loss from the base model. The
 decision applies the session's ``GateRules``: an absolute floor and a robust outlier
@@ -22,7 +23,7 @@ import random
 import re
 from collections import Counter, defaultdict
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from typing import Any
 
 from peft import PeftModel
@@ -30,10 +31,10 @@ from peft import PeftModel
 from cotune.training.base_model import BaseModel
 from cotune.training.config import LoraHyperparams
 from cotune.training.data import Example, validate_bytes
-from cotune.training.encoding import encode_all
+from cotune.training.encoding import Encoded, encode_all
 from cotune.training.evaluate import EvalResult, TopLayerEval
 from cotune.training.rules import SCORE_SCALE, GateRules, Reason
-from cotune.training.trainer import NothingToTrainError, detach_lora, train_lora
+from cotune.training.trainer import detach_lora, train_encoded
 
 
 @dataclass(frozen=True)
@@ -80,6 +81,8 @@ class GateReport:
     base_eval: EvalResult
     rules: GateRules
     accepted_examples: dict[str, list[Example]]
+    accepted_encoded: dict[str, list[Encoded]]
+    """The accepted examples encoded at the gate's ``seq_len`` (those with a label left)."""
 
     @property
     def accepted(self) -> list[Decision]:
@@ -144,6 +147,13 @@ def contradictions(examples: Sequence[Example], reference: Sequence[Example]) ->
 
 ProgressCallback = Callable[[str, str], None]
 """Called with (contributor, stage) as the gate works."""
+Commitment = Callable[[str, bytes], str]
+"""What the evidence records of a contribution's bytes, given (contributor, data)."""
+
+
+def sha256_commitment(_contributor: str, data: bytes) -> str:
+    """The plain SHA-256 of the data: for a gate run on one's own files."""
+    return hashlib.sha256(data).hexdigest()
 
 
 def run_gate(
@@ -153,8 +163,17 @@ def run_gate(
     rules: GateRules,
     *,
     on_progress: ProgressCallback | None = None,
+    seq_len: int = LoraHyperparams.seq_len,
+    commitment: Commitment = sha256_commitment,
 ) -> GateReport:
-    """Decide on every ``(contributor, jsonl bytes)``; nothing failing a check is trained on."""
+    """Decide on every ``(contributor, jsonl bytes)``; nothing failing a check is trained on.
+
+    Every contribution that passes the structural checks is encoded once, at ``seq_len``
+    (the session's training length): its tokens are counted against ``max_tokens``, its
+    probe trains on a sample of them, and the joint run can train on them
+    (``accepted_encoded``). ``commitment`` is what the public evidence says of each
+    contribution's bytes (the enclave passes a salted one; the default is its SHA-256).
+    """
     notify = on_progress or (lambda _who, _stage: None)
     depth = int(base.model.config.num_hidden_layers)
     if rules.probe_last_layers > depth:
@@ -172,13 +191,14 @@ def run_gate(
     normalised: dict[str, set[str]] = {}
     for contributor, data in contributions:
         notify(contributor, "validate")
-        examples, report = validate_bytes(data, contributor)
+        examples, report = validate_bytes(data, contributor, rules.data_limits())
         texts = [normalise(e.canonical()) for e in examples]
         normalised[contributor] = set(texts)
         parsed[contributor] = examples
         evidence[contributor] = {
             "contributor": contributor,
-            "dataset_sha256": hashlib.sha256(data).hexdigest(),
+            "dataset_commitment": commitment(contributor, data),
+            "bytes": len(data),
             "examples": len(examples),
             "invalid_lines": report.invalid,
             "invalid_rate": round(report.invalid_rate, 6),
@@ -187,6 +207,8 @@ def run_gate(
             "rules_hash": "0x" + rules.hash().hex(),
             "base_eval_loss": round(base_eval.loss, 6),
         }
+        if report.over_limit is not None:
+            evidence[contributor]["over_limit"] = report.over_limit
     # Copies are judged against earlier submissions only: the first to commit a dataset
     # keeps it, a later copier is the one rejected.
     earlier: set[str] = set()
@@ -196,8 +218,14 @@ def run_gate(
         evidence[contributor]["cross_duplicate_rate"] = round(shared, 6)
         if evidence[contributor]["invalid_lines"] == 0:
             earlier |= unique
+    encoded: dict[str, list[Encoded]] = {}
     for contributor, _ in contributions:
         verdicts[contributor] = _structural_reason(evidence[contributor], rules)
+        if verdicts[contributor] is Reason.ACCEPTED:
+            notify(contributor, "encode")
+            verdicts[contributor], encoded[contributor] = _encode_contribution(
+                base, parsed[contributor], seq_len, rules, evidence[contributor]
+            )
 
     sample_seed = probe_sample_seed(rules, [data for _, data in contributions])
     scores: dict[str, float] = {}
@@ -207,20 +235,14 @@ def run_gate(
             if verdicts[contributor] is not Reason.ACCEPTED:
                 continue
             notify(contributor, "probe")
-            examples = parsed[contributor]
-            hp = rules.probe_hyperparams(len(examples))
-            # The probe sees a sample of what it has the steps for; encoding the rest
-            # would cost more than the probe's training on a large contribution.
+            mine = encoded[contributor]
+            hp = replace(rules.probe_hyperparams(len(parsed[contributor])), seq_len=seq_len)
+            # The probe sees a sample of what it has the steps for.
             wanted = (hp.max_steps or 1) * hp.batch_size
-            sample = random.Random(sample_seed).sample(examples, min(wanted, len(examples)))
-            try:
-                result = train_lora(
-                    base, sample, hp, token_budget=rules.probe_token_budget, adapter=adapter
-                )
-            except NothingToTrainError as exc:
-                verdicts[contributor] = Reason.TOO_FEW_EXAMPLES
-                evidence[contributor] |= {"probe_sample_seed": sample_seed, "probe_error": str(exc)}
-                continue
+            sample = random.Random(sample_seed).sample(mine, min(wanted, len(mine)))
+            result = train_encoded(
+                base, sample, hp, token_budget=rules.probe_token_budget, adapter=adapter
+            )
             adapter = result.model
             # The first step ran the base model alone on the contribution's first batch.
             data_loss_ratio = result.first_loss / base_eval.loss
@@ -269,8 +291,39 @@ def run_gate(
                 evidence[contributor],
             )
         )
-    accepted = {d.contributor: parsed[d.contributor] for d in decisions if d.accepted}
-    return GateReport(decisions, base_eval, rules, accepted)
+    accepted = [d.contributor for d in decisions if d.accepted]
+    return GateReport(
+        decisions,
+        base_eval,
+        rules,
+        {c: parsed[c] for c in accepted},
+        {c: encoded[c] for c in accepted},
+    )
+
+
+def _encode_contribution(
+    base: BaseModel,
+    examples: Sequence[Example],
+    seq_len: int,
+    rules: GateRules,
+    evidence: dict[str, Any],
+) -> tuple[Reason, list[Encoded]]:
+    """Encode one contribution; its verdict so far (tokens over the cap, nothing left...)."""
+    try:
+        encoded = encode_all(examples, base.tokenizer, seq_len)
+    except ValueError as exc:  # the chat template cannot render this contribution's turns
+        evidence["encode_error"] = str(exc)
+        return Reason.INVALID_LINES, []
+    evidence["tokens"] = sum(len(e.input_ids) for e in encoded)
+    evidence["examples_with_labels"] = len(encoded)
+    if evidence["tokens"] > rules.max_tokens:
+        return Reason.TOO_LARGE, []
+    if not encoded:  # every prompt fills the sequence before its answer starts
+        evidence["probe_error"] = (
+            f"no training example has a loss-carrying token within {seq_len} tokens"
+        )
+        return Reason.TOO_FEW_EXAMPLES, []
+    return Reason.ACCEPTED, encoded
 
 
 def probe_sample_seed(rules: GateRules, contributions: Sequence[bytes]) -> str:
@@ -316,6 +369,8 @@ def _contradiction_evidence(
 
 
 def _structural_reason(evidence: dict[str, Any], rules: GateRules) -> Reason:
+    if "over_limit" in evidence:
+        return Reason.TOO_LARGE
     if evidence["invalid_rate"] > rules.max_invalid_rate or evidence["examples"] == 0:
         return Reason.INVALID_LINES
     if evidence["examples"] < rules.min_examples:
@@ -360,4 +415,5 @@ __all__ = [
     "normalise",
     "probe_sample_seed",
     "run_gate",
+    "sha256_commitment",
 ]

@@ -14,6 +14,7 @@ from enum import IntEnum
 from typing import Any
 
 from cotune.training.config import LoraHyperparams
+from cotune.training.data import MAX_LINE_BYTES, DataLimits
 
 SCORE_SCALE = 1_000_000
 """Scores go on chain as integers: nats x 1e6."""
@@ -36,6 +37,10 @@ class Reason(IntEnum):
     """Set by the aggregator: the dataset claim inside the submission does not hold."""
     UNINTELLIGIBLE = 10
     """The base model finds the data far less predictable than the eval set (random text)."""
+    TOO_LARGE = 11
+    """Over a cap of the session's rules: bytes, examples or tokens of one contribution."""
+    UNUSABLE_KEY = 12
+    """Set by the aggregator: nothing can be sealed to the HPKE key committed on chain."""
 
 
 @dataclass(frozen=True)
@@ -58,6 +63,15 @@ class GateRules:
     probe_learning_rate: float = 1e-2
     probe_rank: int = 8
     probe_last_layers: int = 1
+    max_contribution_bytes: int = 32 << 20
+    """Plaintext bytes of one contribution (its ciphertext may be this plus the stream's
+    overhead); a larger one is rejected as ``too_large`` without being fetched."""
+    max_line_bytes: int = MAX_LINE_BYTES
+    """Bytes of one JSONL line; a longer line is an invalid line, never parsed."""
+    max_examples: int = 50_000
+    """Examples (non-blank lines) of one contribution; more is ``too_large``."""
+    max_tokens: int = 4_000_000
+    """Tokens of one contribution once encoded (each example cut to the sequence length)."""
     seed: int = 0
 
     def __post_init__(self) -> None:
@@ -81,6 +95,17 @@ class GateRules:
             raise ValueError(
                 f"gate rule max_data_loss_ratio must be > 0, got {self.max_data_loss_ratio}"
             )
+        for name in ("max_contribution_bytes", "max_line_bytes", "max_examples", "max_tokens"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"gate rule {name} must be >= 1, got {getattr(self, name)}")
+
+    def data_limits(self) -> DataLimits:
+        """The caps every contribution's JSONL is validated under."""
+        return DataLimits(
+            max_bytes=self.max_contribution_bytes,
+            max_line_bytes=self.max_line_bytes,
+            max_examples=self.max_examples,
+        )
 
     def canonical_json(self) -> str:
         """Sorted-key JSON with no whitespace: the bytes that are hashed."""

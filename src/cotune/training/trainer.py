@@ -18,7 +18,7 @@ import random
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 import torch
 from peft import LoraConfig, PeftModel, TaskType, get_peft_model
@@ -52,13 +52,16 @@ class TrainResult:
         return self.tokens / self.seconds if self.seconds > 0 else 0.0
 
 
-def balance_sources(sources: Sequence[Sequence[Example]], seed: int) -> list[Example]:
+T = TypeVar("T")
+
+
+def balance_sources(sources: Sequence[Sequence[T]], seed: int) -> list[T]:
     """Resample every source to the mean source size, so the largest does not drown the rest."""
     if not sources:
         return []
     target = max(1, round(sum(len(s) for s in sources) / len(sources)))
     rng = random.Random(seed)
-    balanced: list[Example] = []
+    balanced: list[T] = []
     for source in sources:
         items = list(source)
         if not items:
@@ -72,15 +75,6 @@ def balance_sources(sources: Sequence[Sequence[Example]], seed: int) -> list[Exa
 
 class NothingToTrainError(ValueError):
     """No example keeps a loss-carrying token within the sequence length."""
-
-
-def _encode(examples: Sequence[Example], base: BaseModel, hp: LoraHyperparams) -> list[Encoded]:
-    encoded = encode_all(examples, base.tokenizer, hp.seq_len)
-    if not encoded:
-        raise NothingToTrainError(
-            f"no training example has a loss-carrying token within {hp.seq_len} tokens"
-        )
-    return encoded
 
 
 def plan_epoch(count: int, batch_size: int, rng: random.Random) -> list[list[int]]:
@@ -153,8 +147,37 @@ def train_lora(
     pass it back as ``adapter``: it is re-initialised as ``attach_lora`` would (the same
     result, without rebuilding the layers: the gate trains one probe per contributor).
     """
+    return train_encoded(
+        base,
+        encode_all(examples, base.tokenizer, hp.seq_len),
+        hp,
+        token_budget=token_budget,
+        on_step=on_step,
+        adapter=adapter,
+    )
+
+
+def train_encoded(
+    base: BaseModel,
+    encoded: Sequence[Encoded],
+    hp: LoraHyperparams,
+    *,
+    token_budget: int | None = None,
+    on_step: StepCallback | None = None,
+    adapter: PeftModel | None = None,
+) -> TrainResult:
+    """:func:`train_lora` on examples already encoded (at most ``hp.seq_len`` tokens each).
+
+    The gate encodes every contribution once; its probes and the joint run reuse that.
+    """
     torch.use_deterministic_algorithms(True, warn_only=True)
-    encoded = _encode(examples, base, hp)
+    if not encoded:
+        raise NothingToTrainError(
+            f"no training example has a loss-carrying token within {hp.seq_len} tokens"
+        )
+    if max(len(e.input_ids) for e in encoded) > hp.seq_len:
+        raise ValueError(f"an encoded example is longer than seq_len {hp.seq_len}")
+    encoded = list(encoded)
     steps_per_epoch = math.ceil(len(encoded) / hp.batch_size)
     total_steps = hp.max_steps or steps_per_epoch * hp.epochs
     if token_budget is not None:

@@ -39,6 +39,16 @@ class ContributionStatus(IntEnum):
     REFUNDED = 4
 
 
+class Payout(IntEnum):
+    """``Coordinator.Payout``: what an accepted contribution has been paid."""
+
+    NONE = 0
+    STAKE_RETURNED = 1
+    """Its stake, and its reward share so far."""
+    SETTLED = 2
+    """Its stake and its share of the final pool (the last to settle: the rest of it)."""
+
+
 @dataclass(frozen=True)
 class SessionParams:
     """What an owner fixes when opening a session (all hashes are 32 bytes)."""
@@ -88,10 +98,13 @@ class SessionInfo:
     training_deadline: int
     finalized_at: int
     accepted_count: int
+    slashed_count: int
+    settled_count: int
     enclave_id: int
     min_stake: int
     pool: int
     pool_paid: int
+    """Paid out of the pool: rewards once finalized, or to the owner after cancel or expiry."""
     total_weight: int
     measurement: bytes
     eval_set_commitment: bytes
@@ -109,7 +122,7 @@ class ContributionInfo:
     reward_paid: int
     weight: int
     status: ContributionStatus
-    stake_paid: bool
+    payout: Payout
     ciphertext_hash: bytes
 
 
@@ -130,7 +143,7 @@ class CoordinatorClient(ContractClient):
         return event.session_id
 
     def cancel(self, session_id: int) -> TxResult:
-        """Cancel an open session (owner)."""
+        """Cancel an open session before its submit deadline, or below quorum (owner)."""
         return self._send("cancel", session_id)
 
     # contributor
@@ -149,7 +162,11 @@ class CoordinatorClient(ContractClient):
         return int(self._guarded("submit", lambda: call.estimate_gas(params)))
 
     def claim(self, session_id: int) -> int:
-        """Withdraw what the session owes this account; returns the amount in wei."""
+        """Withdraw what the session owes this account; returns the amount in wei.
+
+        Once a finalized session's pool is final, an accepted contributor's first claim
+        settles its share even when it pays 0 wei; the last to settle takes the rest.
+        """
         event: Claimed = self._send("claim", session_id).first(Claimed)
         return event.amount
 
@@ -210,17 +227,19 @@ class CoordinatorClient(ContractClient):
             training_deadline=int(raw[8]),
             finalized_at=int(raw[9]),
             accepted_count=int(raw[10]),
-            enclave_id=int(raw[11]),
-            min_stake=int(raw[12]),
-            pool=int(raw[13]),
-            pool_paid=int(raw[14]),
-            total_weight=int(raw[15]),
-            measurement=bytes(raw[16]),
-            eval_set_commitment=bytes(raw[17]),
-            gate_rules_hash=bytes(raw[18]),
-            model_ref=bytes(raw[19]),
-            model_hash=bytes(raw[20]),
-            manifest_hash=bytes(raw[21]),
+            slashed_count=int(raw[11]),
+            settled_count=int(raw[12]),
+            enclave_id=int(raw[13]),
+            min_stake=int(raw[14]),
+            pool=int(raw[15]),
+            pool_paid=int(raw[16]),
+            total_weight=int(raw[17]),
+            measurement=bytes(raw[18]),
+            eval_set_commitment=bytes(raw[19]),
+            gate_rules_hash=bytes(raw[20]),
+            model_ref=bytes(raw[21]),
+            model_hash=bytes(raw[22]),
+            manifest_hash=bytes(raw[23]),
         )
 
     def submissions(self, session_id: int, from_block: int = 0) -> list[Submitted]:
@@ -235,7 +254,7 @@ class CoordinatorClient(ContractClient):
             int(raw[1]),
             int(raw[2]),
             ContributionStatus(raw[3]),
-            bool(raw[4]),
+            Payout(raw[4]),
             bytes(raw[5]),
         )
 

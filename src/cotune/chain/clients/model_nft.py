@@ -15,11 +15,14 @@ from cotune.crypto.eip712 import Eip712Domain
 
 @dataclass(frozen=True)
 class ModelRecord:
-    """The encrypted model a session's tokens stand for."""
+    """The encrypted model a session's tokens stand for, and the enclave that re-seals it.
+
+    ``enclave_id`` is 0 when the session has no model.
+    """
 
     model_hash: bytes
     manifest_hash: bytes
-    enclave_signer: str
+    enclave_id: int
     token_count: int
 
 
@@ -58,11 +61,11 @@ class ModelNftClient(ContractClient):
 
     def token_model(self, token_id: int) -> ModelRecord:
         """The model record behind a token."""
-        return ModelRecord(*self._call("tokenModel", token_id))
+        return _record(self._call("tokenModel", token_id))
 
     def session_model(self, session_id: int) -> ModelRecord:
         """The model recorded for a session (zeroes when none)."""
-        return ModelRecord(*self._call("sessionModel", session_id))
+        return _record(self._call("sessionModel", session_id))
 
     def sign_reseal(
         self,
@@ -93,3 +96,8 @@ class ModelNftClient(ContractClient):
     def sealed_key_events(self, token_id: int, from_block: int = 0) -> list[PublishedSealedKey]:
         """Every sealed key published for a token, oldest first (the last is the holder's)."""
         return self._events(PublishedSealedKey, token_id, from_block)
+
+
+def _record(raw: tuple[bytes, bytes, int, int]) -> ModelRecord:
+    model_hash, manifest_hash, enclave_id, token_count = raw
+    return ModelRecord(bytes(model_hash), bytes(manifest_hash), int(enclave_id), int(token_count))

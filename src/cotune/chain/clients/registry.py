@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 
 from eth_account.signers.local import LocalAccount
+from eth_utils.crypto import keccak
 
 from cotune.chain.clients.base import ContractClient
 from cotune.chain.events import EnclaveRegistered
@@ -12,10 +14,16 @@ from cotune.chain.statements import dev_verifier_domain, sign_enclave_statement
 from cotune.chain.transactions import TxResult
 from cotune.crypto.eip712 import Eip712Domain
 
+DEFAULT_STATEMENT_VALIDITY = 3600
+"""Seconds of chain time a dev statement from ``DevVerifierClient.attest`` can register."""
+
 
 @dataclass(frozen=True)
 class EnclaveRecord:
-    """An enclave as the registry holds it."""
+    """An enclave as the registry holds it.
+
+    ``revoked`` when the admin revoked it, or another record with its signer or HPKE key.
+    """
 
     enclave_id: int
     signer: str
@@ -41,11 +49,28 @@ class DevVerifierClient(ContractClient):
         return dev_verifier_domain(self.chain.chain_id, self.address)
 
     def attest(
-        self, authority: LocalAccount, signer: str, hpke_public_key: bytes, measurement: bytes
+        self,
+        authority: LocalAccount,
+        signer: str,
+        hpke_public_key: bytes,
+        measurement: bytes,
+        *,
+        valid_for: int = DEFAULT_STATEMENT_VALIDITY,
+        nonce: bytes | None = None,
     ) -> bytes:
-        """Sign the dev statement for an enclave (as the dev authority)."""
+        """Sign the dev statement for an enclave (as the dev authority); returns evidence.
+
+        It can register the enclave for ``valid_for`` seconds from the latest block's
+        time, once; ``nonce`` (default: 32 random bytes) makes each statement distinct.
+        """
         return sign_enclave_statement(
-            authority, self.domain(), signer, hpke_public_key, measurement
+            authority,
+            self.domain(),
+            signer,
+            hpke_public_key,
+            measurement,
+            valid_until=self.chain.timestamp() + valid_for,
+            nonce=os.urandom(32) if nonce is None else nonce,
         )
 
     def verify(
@@ -86,19 +111,31 @@ class EnclaveRegistryClient(ContractClient):
         return event.enclave_id
 
     def revoke(self, enclave_id: int) -> TxResult:
-        """Revoke an enclave (admin)."""
+        """Revoke an enclave and, for good, its signer and HPKE key (admin)."""
         return self._send("revoke", enclave_id)
+
+    def is_signer_revoked(self, signer: str) -> bool:
+        """Whether ``signer`` belonged to a revoked enclave (it never registers again)."""
+        return bool(self._call("isSignerRevoked", signer))
+
+    def is_hpke_key_revoked(self, hpke_public_key: bytes) -> bool:
+        """Whether the key belonged to a revoked enclave (it never registers again)."""
+        return bool(self._call("isHpkeKeyRevoked", keccak(hpke_public_key)))
+
+    def is_evidence_used(self, evidence: bytes) -> bool:
+        """Whether ``evidence`` has registered an enclave (it never registers another)."""
+        return bool(self._call("isEvidenceUsed", keccak(evidence)))
 
     def get(self, enclave_id: int) -> EnclaveRecord:
         """The record of an enclave; ``RevertError`` (UnknownEnclave) when there is none."""
-        raw = self._call("getEnclave", enclave_id)
+        raw, revoked = self._call("getEnclave", enclave_id)
         return EnclaveRecord(
             enclave_id=enclave_id,
             signer=raw[0],
             verifier=raw[1],
             registered_at=int(raw[2]),
-            revoked=bool(raw[3]),
-            measurement=bytes(raw[4]),
+            revoked=bool(revoked),
+            measurement=bytes(raw[3]),
             hpke_public_key=bytes(raw[5]),
             evidence=bytes(raw[6]),
         )
