@@ -30,7 +30,8 @@ shared machine, a few seconds apart.
 
 Last line: a JSON object with gate_over_train ({"3": …, "10": …}), gate_over_train_steps,
 poison_rejected, poison_total, clean_rejected, eval_loss ({"base", "joint": {"3", "10"},
-"solo": {…}}), per-session decisions and timings, and goals (reported, not asserted):
+"solo": {…}}), task_accuracy ({"joint", "solo"}: greedy replies carrying the answer),
+per-session decisions and timings, and goals (reported, not asserted):
 gate_over_train <= 0.3, every poison rejected, no clean contributor rejected, and every
 joint adapter below the base model and below the solo adapter of each of its
 contributors.
@@ -78,16 +79,17 @@ def _clean(count: int) -> dict[str, list[Record]]:
 
 def _train_and_eval(
     base: BaseModel, examples: list[Example], eval_set: list[Example], hp: LoraHyperparams
-) -> tuple[float, int, float]:
-    """(wall seconds of train_lora, its steps, the adapter's eval loss); then detached."""
+) -> tuple[float, int, float, float]:
+    """(wall seconds of train_lora, its steps, the adapter's eval loss and task accuracy)."""
     start = time.perf_counter()
     result = train_lora(base, examples, hp)
     seconds = time.perf_counter() - start
     try:
-        loss = evaluate(base, eval_set, model=result.model).loss
+        scored = evaluate(base, eval_set, model=result.model, accuracy=True)
     finally:
         detach_lora(result.model)
-    return seconds, result.steps, loss
+    assert scored.task_accuracy is not None
+    return seconds, result.steps, scored.loss, scored.task_accuracy.accuracy
 
 
 def main() -> None:
@@ -130,13 +132,14 @@ def main() -> None:
     ratio: dict[str, float] = {}
     ratio_steps: dict[str, float] = {}  # probe steps / joint steps: immune to a busy machine
     joint: dict[str, float | None] = {}
+    joint_accuracy: dict[str, float | None] = {}
     details: dict[str, Any] = {}
     poison_total = poison_rejected = clean_rejected = 0
     for size in sizes:
         contributions = [(name, _jsonl(records)) for name, records in sessions[size].items()]
         gate_times: list[float] = []
         train_times: list[float] = []
-        steps, loss = 0, None
+        steps, loss, accuracy = 0, None, None
         for _ in range(args.repeats):
             start = time.perf_counter()
             report = run_gate(base, contributions, eval_set, rules)
@@ -144,7 +147,7 @@ def main() -> None:
             union = [e for d in report.accepted for e in report.accepted_examples[d.contributor]]
             if not union:
                 break
-            train_s, steps, loss = _train_and_eval(base, union, eval_set, hp)
+            train_s, steps, loss, accuracy = _train_and_eval(base, union, eval_set, hp)
             train_times.append(train_s)
         gate_s = min(gate_times)
         probe_steps = sum(d.evidence.get("probe_steps", 0) for d in report.decisions)
@@ -156,6 +159,7 @@ def main() -> None:
                 clean_rejected += not decision.accepted
         train_s = min(train_times, default=0.0)
         joint[str(size)] = None if loss is None else round(loss, 4)
+        joint_accuracy[str(size)] = None if accuracy is None else round(accuracy, 4)
         ratio[str(size)] = round(gate_s / train_s, 3) if train_s else float("inf")
         ratio_steps[str(size)] = round(probe_steps / steps, 3) if steps else float("inf")
         details[str(size)] = {
@@ -179,11 +183,13 @@ def main() -> None:
         }
 
     solo: dict[str, float] = {}
+    solo_accuracy: dict[str, float] = {}
     if not args.no_solo:
         names = sorted({c for s in sizes for c in sessions[s] if not c.startswith("poison_")})
         for name in names:
             examples = list(load_dataset(_jsonl(clean[name]), name).examples)
-            solo[name] = round(_train_and_eval(base, examples, eval_set, hp)[2], 4)
+            _, _, solo_loss, solo_acc = _train_and_eval(base, examples, eval_set, hp)
+            solo[name], solo_accuracy[name] = round(solo_loss, 4), round(solo_acc, 4)
 
     def joint_wins(size: int) -> bool:
         loss = joint[str(size)]
@@ -197,6 +203,7 @@ def main() -> None:
         "poison_total": poison_total,
         "clean_rejected": clean_rejected,
         "eval_loss": {"base": round(base_loss, 4), "joint": joint, "solo": solo},
+        "task_accuracy": {"joint": joint_accuracy, "solo": solo_accuracy},
         "sessions": details,
         "goals": {
             "gate_over_train_le_0_3": all(r <= 0.3 for r in ratio.values()),

@@ -25,7 +25,8 @@ Repeat ``i`` uses seed ``i`` on both sides, and the eval losses compared are the
 over the repeats: one seed's loss moves by +-0.02 with the data order alone.
 
 Last line: a JSON object with cotune_tok_s, baseline_tok_s, ratio (cotune / baseline),
-cotune_eval_loss, baseline_eval_loss, the wall-clock variants, step counts and the
+cotune_eval_loss, baseline_eval_loss, cotune_accuracy, baseline_accuracy (task accuracy of
+greedy replies, mean over seeds), the wall-clock variants, step counts and the
 settings. Goal (reported, not asserted): ratio >= 1.3 with an eval loss no worse than the
 baseline's.
 """
@@ -58,7 +59,7 @@ from cotune.training.base_model import BaseModel, load_base
 from cotune.training.config import LoraHyperparams
 from cotune.training.data import Example, load_dataset
 from cotune.training.encoding import encode_all
-from cotune.training.evaluate import evaluate
+from cotune.training.evaluate import EvalResult, evaluate
 from cotune.training.synthetic import demo_data
 from cotune.training.trainer import attach_lora, detach_lora, train_lora
 
@@ -132,7 +133,7 @@ def run_cotune(
     result = train_lora(base, train, hp, on_step=lambda *_: step_ends.append(time.perf_counter()))
     total = time.perf_counter() - start
     try:
-        loss = evaluate(base, eval_set, model=result.model).loss
+        scored = evaluate(base, eval_set, model=result.model, accuracy=True)
     finally:
         detach_lora(result.model)
     return {
@@ -141,8 +142,14 @@ def run_cotune(
         "total_s": total,
         "median_step_s": _median_step(step_ends),
         "steps": result.steps,
-        "eval_loss": loss,
+        "eval_loss": scored.loss,
+        "accuracy": _accuracy(scored),
     }
+
+
+def _accuracy(scored: EvalResult) -> float:
+    assert scored.task_accuracy is not None
+    return scored.task_accuracy.accuracy
 
 
 def run_baseline(
@@ -194,7 +201,7 @@ def run_baseline(
     total = time.perf_counter() - start
     peft_model: PeftModel = model
     try:
-        loss = evaluate(base, eval_set, model=peft_model).loss
+        scored = evaluate(base, eval_set, model=peft_model, accuracy=True)
     finally:
         detach_lora(peft_model)
         base.model.train(False)  # the Trainer left it in training mode
@@ -204,7 +211,8 @@ def run_baseline(
         "total_s": total,
         "median_step_s": _median_step(timer.step_ends),
         "steps": output.global_step,
-        "eval_loss": loss,
+        "eval_loss": scored.loss,
+        "accuracy": _accuracy(scored),
     }
 
 
@@ -249,6 +257,9 @@ def main() -> None:
     result["cotune_eval_loss"] = round(mean_loss["cotune"], 4)
     result["baseline_eval_loss"] = round(mean_loss["baseline"], 4)
     result["base_eval_loss"] = round(base_loss, 4)
+    mean_accuracy = {side: statistics.mean(r["accuracy"] for r in runs[side]) for side in runs}
+    result["cotune_accuracy"] = round(mean_accuracy["cotune"], 4)
+    result["baseline_accuracy"] = round(mean_accuracy["baseline"], 4)
     result["base_restored"] = abs(base_after - base_loss) < 1e-6
     for name, key in (("loop", "loop_s"), ("end_to_end", "total_s")):
         mine = result[f"cotune_{name}_tok_s"] = best("cotune", lambda r, k=key: r[k])
@@ -265,6 +276,7 @@ def main() -> None:
     result["goals"] = {
         "ratio_ge_1_3": result["ratio"] >= 1.3,
         "eval_loss_no_worse": mean_loss["cotune"] <= mean_loss["baseline"],
+        "accuracy_no_worse": mean_accuracy["cotune"] >= mean_accuracy["baseline"],
     }
     result |= {
         "epochs": hp.epochs,

@@ -98,6 +98,12 @@ def test_demo_json() -> None:
     assert len(set(report["adapter_sha256"].values())) == 1
     assert report["eval_loss"]["joint"] < min(report["eval_loss"]["solo"].values())
     assert report["gas"]["finalize"] > 0 and report["gas"]["slash:poisoned_random_text"] > 0
+    accuracy = report["task_accuracy"]
+    assert set(accuracy["solo"]) == set(report["eval_loss"]["solo"])
+    for scored in (accuracy["base"], accuracy["joint"], *accuracy["solo"].values()):
+        assert scored["scored"] == 60
+        assert set(scored["by_tag"]) == {"clinic", "capitals", "units"}
+    assert accuracy["base"]["accuracy"] == 0.0
 
 
 def test_demo_rejects_an_unknown_poison() -> None:

@@ -52,6 +52,10 @@ def test_train_eval_compare(data: Path, tmp_path: Path) -> None:
         trained["eval"]["adapter"]["loss"], rel=1e-4
     )
     assert evaluated["base"]["loss"] > evaluated[str(two)]["loss"]
+    accuracy = evaluated[str(two)]["task_accuracy"]
+    assert accuracy["scored"] == 15  # 5 per domain, every one a prompt with a reply
+    assert set(accuracy["by_tag"]) == {"clinic", "capitals", "units"}
+    assert trained["eval"]["adapter"]["task_accuracy"] == evaluated[str(one)]["task_accuracy"]
 
     compared = _run("compare", str(one), str(two), "--eval", str(data / "eval.jsonl"))
     assert len(compared["modules"]) == 14  # 7 target modules x 2 layers

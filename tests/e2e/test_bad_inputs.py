@@ -25,9 +25,9 @@ from typing import Any
 import pytest
 
 from cotune.aggregator.package import pack_adapter
-from cotune.aggregator.pipeline import certificate_from_dict
 from cotune.chain.clients.coordinator import ContributionStatus, SessionState
 from cotune.chain.errors import RevertError
+from cotune.chain.statements import RejectionCertificate
 from cotune.sdk.client import SubmitError
 from cotune.training.gate import Reason
 from cotune.training.synthetic import DemoData
@@ -285,7 +285,7 @@ def test_rejection_certificate_cannot_be_replayed(
     session = bad_inputs.session
     bad = bad_inputs.roles["garbage"]
     raw = session.certificate_of(bad)
-    certificate = certificate_from_dict(raw)
+    certificate = RejectionCertificate.from_dict(raw)
     signature = bytes.fromhex(raw["signature"])
     assert session.status(bad) is ContributionStatus.SLASHED
     signer = session.info().enclave_signer

@@ -23,7 +23,7 @@ import os
 import signal
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -51,6 +51,7 @@ from cotune.crypto.hpke import HpkePrivateKey, seal
 from cotune.crypto.stream import encrypt_bytes
 from cotune.storage.base import BlobStore
 from cotune.storage.errors import StorageError
+from cotune.training.accuracy import task_accuracy
 from cotune.training.adapter import build_manifest, save_adapter
 from cotune.training.base_model import BaseModel, load_base
 from cotune.training.data import DatasetValidationError, Example, load_dataset
@@ -75,6 +76,9 @@ FAULT_POINTS = (
 )
 
 
+MAX_SCORED_PROMPTS = 512
+"""Eval prompts whose greedy replies are scored for the report's task accuracy (bounded,
+as the eval set may hold up to the rules' ``max_examples``)."""
 MAX_ATTEMPTS = 5
 """Starts of a session's compute that may end without an answer (an error, or the process
 killed under it) before the session is given up; storage and chain outages do not count."""
@@ -269,7 +273,7 @@ class SessionProcessor:
             if claim is not None:
                 self.log(session_id, f"{d.contributor} contributed {claim.name}")
         with clock.stage("train"):
-            archive, manifest, eval_adapter = self._train(run, report, decisions, by_contributor)
+            archive, manifest, evals = self._train(run, report, decisions, by_contributor)
         fault_point("trained")
         budget.check("seal")
         with clock.stage("seal"):
@@ -314,7 +318,8 @@ class SessionProcessor:
             "sealed_keys": [k.hex() for k in sealed],
             "certificates": certificates,
             "decisions": [d.to_dict() for d in decisions],
-            "eval": {"base": report.base_eval.loss, "joint": eval_adapter},
+            "eval": {"base": evals["base"]["loss"], "joint": evals["joint"]["loss"]},
+            "task_accuracy": {name: e["task_accuracy"]["accuracy"] for name, e in evals.items()},
             "seconds": clock.seconds,
             "adapter_sha256": hashlib.sha256(archive).hexdigest(),
         }
@@ -387,8 +392,8 @@ class SessionProcessor:
         report: GateReport,
         decisions: list[Decision],
         opened: dict[str, Opened],
-    ) -> tuple[bytes, dict[str, Any], float]:
-        """Joint training on the accepted data; the packed adapter, its manifest, eval loss."""
+    ) -> tuple[bytes, dict[str, Any], dict[str, Any]]:
+        """Joint training on the accepted data; the packed adapter, its manifest, the evals."""
         session_id, base, spec = run.session_id, run.base, run.spec
         accepted = report.accepted
         sources = [report.accepted_encoded[d.contributor] for d in accepted]
@@ -408,9 +413,19 @@ class SessionProcessor:
                 last_logged[0] = time.monotonic()
                 self.log(session_id, f"train: step {step}/{total} loss {loss:.4f}")
 
+        eval_base = replace(
+            report.base_eval,
+            task_accuracy=task_accuracy(base, run.eval_examples, max_prompts=MAX_SCORED_PROMPTS),
+        )
         result = train_encoded(base, encoded, spec.hyperparams, on_step=on_step)
         try:
-            eval_adapter = evaluate(base, run.eval_examples, model=result.model)
+            eval_adapter = evaluate(
+                base,
+                run.eval_examples,
+                model=result.model,
+                accuracy=True,
+                max_accuracy_prompts=MAX_SCORED_PROMPTS,
+            )
             manifest = build_manifest(
                 base,
                 spec.hyperparams,
@@ -425,7 +440,7 @@ class SessionProcessor:
                 ],
                 steps=result.steps,
                 tokens=result.tokens,
-                eval_base=report.base_eval,
+                eval_base=eval_base,
                 eval_adapter=eval_adapter,
                 extra={
                     "session": self._session_fields(session_id),
@@ -444,7 +459,7 @@ class SessionProcessor:
                 archive = pack_adapter(workspace / "adapter")
         finally:
             detach_lora(result.model)
-        return archive, manifest, eval_adapter.loss
+        return archive, manifest, {"base": eval_base.to_dict(), "joint": eval_adapter.to_dict()}
 
     @property
     def _coord(self) -> str:
@@ -501,7 +516,7 @@ class SessionProcessor:
             evidence_hash=decision.evidence_hash,
         )
         signature = self.keys.sign_rejection(certificate, self.contracts.coordinator.domain())
-        return certificate_to_dict(certificate) | {"signature": signature.hex()}
+        return certificate.to_dict() | {"signature": signature.hex()}
 
     # ---- chain writes (each after a read) ---------------------------------------------------
 
@@ -537,7 +552,7 @@ class SessionProcessor:
         slashed = list(result.get("slashed", []))
         coordinator = self.contracts.coordinator
         for raw in result["certificates"]:
-            certificate = certificate_from_dict(raw)
+            certificate = RejectionCertificate.from_dict(raw)
             status = coordinator.contribution(session_id, certificate.contributor).status
             if status is not ContributionStatus.SUBMITTED:
                 continue  # slashed already, refunded, or never accepted as a submission
@@ -556,30 +571,6 @@ class SessionProcessor:
         record = self.state.get(session_id)
         assert record is not None
         return record.result
-
-
-def certificate_to_dict(certificate: RejectionCertificate) -> dict[str, Any]:
-    """A rejection certificate as JSON (hex bytes)."""
-    return {
-        "session_id": certificate.session_id,
-        "contributor": certificate.contributor,
-        "ciphertext_hash": certificate.ciphertext_hash.hex(),
-        "reason_code": certificate.reason_code,
-        "score": certificate.score,
-        "evidence_hash": certificate.evidence_hash.hex(),
-    }
-
-
-def certificate_from_dict(raw: dict[str, Any]) -> RejectionCertificate:
-    """The inverse of :func:`certificate_to_dict`."""
-    return RejectionCertificate(
-        session_id=int(raw["session_id"]),
-        contributor=str(raw["contributor"]),
-        ciphertext_hash=bytes.fromhex(raw["ciphertext_hash"]),
-        reason_code=int(raw["reason_code"]),
-        score=int(raw["score"]),
-        evidence_hash=bytes.fromhex(raw["evidence_hash"]),
-    )
 
 
 def _claimed_sha256(opened: Opened) -> str | None:

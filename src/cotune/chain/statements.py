@@ -7,7 +7,7 @@ verifying contract, so no signature replays across chains or contracts.
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
-from typing import Self
+from typing import Any, Self
 
 from eth_account.signers.local import LocalAccount
 from eth_utils.crypto import keccak
@@ -161,6 +161,29 @@ class RejectionCertificate:
             "score": self.score,
             "evidenceHash": self.evidence_hash,
         }
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON form (bytes as hex), as the aggregator stores it."""
+        return {
+            "session_id": self.session_id,
+            "contributor": self.contributor,
+            "ciphertext_hash": self.ciphertext_hash.hex(),
+            "reason_code": self.reason_code,
+            "score": self.score,
+            "evidence_hash": self.evidence_hash.hex(),
+        }
+
+    @classmethod
+    def from_dict(cls, raw: dict[str, Any]) -> RejectionCertificate:
+        """The inverse of :meth:`to_dict` (extra members, such as a signature, ignored)."""
+        return cls(
+            session_id=int(raw["session_id"]),
+            contributor=str(raw["contributor"]),
+            ciphertext_hash=bytes.fromhex(raw["ciphertext_hash"]),
+            reason_code=int(raw["reason_code"]),
+            score=int(raw["score"]),
+            evidence_hash=bytes.fromhex(raw["evidence_hash"]),
+        )
 
     def as_tuple(self) -> tuple[int, str, bytes, int, int, bytes]:
         """The struct as the contract's ABI takes it."""

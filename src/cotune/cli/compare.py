@@ -39,7 +39,10 @@ def compare(
     base_model: str = BaseModelOption,
     as_json: bool = JsonOption,
 ) -> None:
-    """Manifests side by side, per-module |dW| and cosine similarity, and eval loss of each."""
+    """Manifests side by side, per-module |dW| and cosine similarity, eval loss and accuracy.
+
+    Example: `cotune compare adapters/clinic adapters/joint --eval data/eval.jsonl`
+    """
     from cotune.training.adapter import read_manifest
     from cotune.training.compare import compare_deltas
 
@@ -52,7 +55,7 @@ def compare(
     if eval_file is not None:
         examples = load_files([eval_file])[0].examples
         base = load_model(base_model)
-        evals = [evaluate_adapter(base, d, examples).to_dict() for d in (adapter_a, adapter_b)]
+        evals = [evaluate_adapter(base, d, examples) for d in (adapter_a, adapter_b)]
     fields = ("base_model", "hyperparameters", "datasets", "training", "eval")
     if as_json:
         print_json(
@@ -72,6 +75,17 @@ def compare(
         side.add_row(
             f"eval loss on {eval_file.name}", _fmt(evals[0]["loss"]), _fmt(evals[1]["loss"])
         )
+        accuracy = [e["task_accuracy"] for e in evals]
+        side.add_row(
+            f"task accuracy on {eval_file.name}", _fmt(accuracy[0]["accuracy"]),
+            _fmt(accuracy[1]["accuracy"]),
+        )  # fmt: skip
+        for tag in sorted(set(accuracy[0]["by_tag"]) | set(accuracy[1]["by_tag"])):
+            side.add_row(
+                f"  accuracy on {tag}",
+                *(_fmt(a["by_tag"][tag]["accuracy"]) if tag in a["by_tag"] else "-"
+                  for a in accuracy),
+            )  # fmt: skip
     console.print(side)
     modules = Table("module", "|dW| A", "|dW| B", "cosine")
     for d in deltas:

@@ -8,7 +8,7 @@ adapter. Exits non-zero when any check fails.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import typer
 from rich.table import Table
@@ -80,6 +80,7 @@ def _print_report(result: DemoResult) -> None:
         ("model", "loss"),
         [("base", f"{result.eval_loss['base']:.4f}"), *solo, joint],
     )
+    _accuracy_table(result.task_accuracy)
     _two_columns(
         "Gas per transaction",
         ("transaction", "gas"),
@@ -96,6 +97,26 @@ def _print_report(result: DemoResult) -> None:
     for name, ok in result.checks.items():
         console.print(f"{'[green]✓[/]' if ok else '[red]✗[/]'} {name}")
     console.print("[bold green]ok[/]" if result.ok else "[bold red]FAILED[/]")
+
+
+def _accuracy_table(accuracy: dict[str, Any]) -> None:
+    """Task accuracy of the base, each solo and the joint adapter, overall and per domain."""
+    rows = [("base", accuracy["base"])]
+    rows += [(f"solo: {name}", scored) for name, scored in accuracy["solo"].items()]
+    rows.append(("[bold]joint[/]", accuracy["joint"]))
+    domains = sorted({d for _, scored in rows for d in scored["by_tag"]})
+    table = Table(title="Task accuracy on the held-out set (greedy replies with the answer)")
+    table.add_column("model")
+    for column in ("all", *domains):
+        table.add_column(column, justify="right")
+    for name, scored in rows:
+        by_tag = scored["by_tag"]
+        table.add_row(
+            name,
+            f"{scored['accuracy']:.0%}",
+            *(f"{by_tag[d]['accuracy']:.0%}" if d in by_tag else "-" for d in domains),
+        )
+    console.print(table)
 
 
 def _two_columns(title: str, columns: tuple[str, str], rows: list[tuple[str, str]]) -> None:

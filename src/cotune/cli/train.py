@@ -81,14 +81,18 @@ def train(
         if balance
         else [e for d in datasets for e in d.examples]
     )
-    eval_base = evaluate(base, eval_set.examples, max_length=hp.seq_len) if eval_set else None
+    eval_base = (
+        evaluate(base, eval_set.examples, max_length=hp.seq_len, accuracy=True)
+        if eval_set
+        else None
+    )
     try:
         with step_progress("training", enabled=not as_json) as on_step:
             result = train_lora(base, examples, hp, on_step=on_step)
     except ValueError as exc:
         fail(f"{exc}: nothing was trained")
     eval_adapter = (
-        evaluate(base, eval_set.examples, model=result.model, max_length=hp.seq_len)
+        evaluate(base, eval_set.examples, model=result.model, max_length=hp.seq_len, accuracy=True)
         if eval_set
         else None
     )
@@ -121,8 +125,10 @@ def train(
         f"trained {result.steps} steps on {sum(len(d) for d in datasets)} examples "
         f"({result.tokens} tokens, {result.tokens_per_second:.0f} tok/s); saved {out}"
     )
-    if eval_base and eval_adapter:
+    if eval_base and eval_adapter and eval_base.task_accuracy and eval_adapter.task_accuracy:
         console.print(
             f"eval loss: base {eval_base.loss:.4f} -> adapter {eval_adapter.loss:.4f} "
-            f"(perplexity {eval_base.perplexity:.2f} -> {eval_adapter.perplexity:.2f})"
+            f"(perplexity {eval_base.perplexity:.2f} -> {eval_adapter.perplexity:.2f}); "
+            f"task accuracy {eval_base.task_accuracy.accuracy:.0%} -> "
+            f"{eval_adapter.task_accuracy.accuracy:.0%}"
         )

@@ -52,6 +52,8 @@ class DemoResult:
 
     contributors: list[dict[str, Any]] = field(default_factory=list)
     eval_loss: dict[str, Any] = field(default_factory=dict)
+    task_accuracy: dict[str, Any] = field(default_factory=dict)
+    """Greedy-reply accuracy on the eval set: base, joint and each solo, with per-domain."""
     adapter_sha256: dict[str, str] = field(default_factory=dict)
     gas: dict[str, int] = field(default_factory=dict)
     seconds: dict[str, float] = field(default_factory=dict)
@@ -68,6 +70,7 @@ class DemoResult:
             "ok": self.ok,
             "contributors": self.contributors,
             "eval_loss": self.eval_loss,
+            "task_accuracy": self.task_accuracy,
             "adapter_sha256": self.adapter_sha256,
             "gas": self.gas,
             "seconds": self.seconds,
@@ -218,6 +221,7 @@ def run_demo(
         eval_examples = list(load_dataset(eval_bytes, "eval").examples)
         spec_hp = SessionOptions(enclave_id=enclave_id).spec.hyperparams
         solo: dict[str, float] = {}
+        solo_accuracy: dict[str, Any] = {}
         for name in data.contributors:
             label = f"solo {name}"
 
@@ -227,14 +231,22 @@ def run_demo(
             examples = list(load_dataset(files[name], name).examples)
             trained = train_lora(base, examples, spec_hp, on_step=on_step)
             try:
-                solo[name] = round(evaluate(base, eval_examples, model=trained.model).loss, 4)
+                scored = evaluate(base, eval_examples, model=trained.model, accuracy=True)
             finally:
                 detach_lora(trained.model)
+            solo[name] = round(scored.loss, 4)
+            solo_accuracy[name] = scored.to_dict()["task_accuracy"]
         stage("solo", t)
         result.eval_loss = {
             "base": round(outcome["eval"]["base"], 4),
             "joint": round(outcome["eval"]["joint"], 4),
             "solo": solo,
+        }
+        session_eval = owner.report(session_id)["manifest"]["eval"]
+        result.task_accuracy = {
+            "base": session_eval["base"]["task_accuracy"],
+            "joint": session_eval["adapter"]["task_accuracy"],
+            "solo": solo_accuracy,
         }
 
         poisoned = f"poisoned_{poison}"

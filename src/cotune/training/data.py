@@ -6,6 +6,10 @@ Three shapes, one example per line:
 - ``{"instruction": "…", "input": "…", "output": "…"}`` (``input`` may be empty or absent)
 - ``{"text": "…"}``
 
+Any line may also carry ``"answer"`` (the key content a correct reply must contain, for
+task accuracy; by default the final reply itself) and ``"tag"`` (the sub-domain it
+belongs to, for accuracy per sub-domain); training ignores both.
+
 Every bad line gets its own error (line number, field, what was expected), and a
 file with any error yields no examples at all: nothing is trained on a file that
 fails validation.
@@ -23,7 +27,7 @@ import json
 import re
 from collections import Counter
 from collections.abc import Iterable, Iterator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Literal
 
@@ -37,6 +41,10 @@ MAX_STORED_ERRORS = 1000
 """Errors a report keeps; past that, bad lines are counted but not described."""
 MAX_NESTING = 64
 """Deepest bracket nesting a line may have; real examples need three or four levels."""
+MAX_TURNS = 256
+"""Most turns one chat example may have."""
+TEXT_EXPECTED = "text (valid Unicode)"
+LONE_SURROGATE = "a lone surrogate escape such as \\ud800"
 MAX_LINE_BYTES = 1 << 20
 """Default cap on one line (an example far longer than any sequence length)."""
 _BOM = b"\xef\xbb\xbf"
@@ -80,6 +88,10 @@ class Example:
     kind: ExampleKind
     messages: tuple[Message, ...] = ()
     text: str = ""
+    answer: str | None = None
+    """The key content a correct reply carries (None: the final reply itself)."""
+    tag: str | None = None
+    """The sub-domain the example belongs to, when the file says."""
 
     def canonical(self) -> str:
         """A stable string for hashing and duplicate detection."""
@@ -178,6 +190,18 @@ class Dataset:
         return len(self.examples)
 
 
+def _is_unicode(text: str) -> bool:
+    """Whether ``text`` is valid Unicode: JSON escapes can decode to lone surrogates.
+
+    No tokenizer and no UTF-8 encoder takes those.
+    """
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
 def _type_name(value: Any) -> str:
     return "null" if value is None else type(value).__name__.replace("str", "string")
 
@@ -189,6 +213,9 @@ def _string(
     if not isinstance(value, str):
         errors.append(LineError(line, key, "a string", _type_name(value)))
         return None
+    if not _is_unicode(value):
+        errors.append(LineError(line, key, TEXT_EXPECTED, LONE_SURROGATE))
+        return None
     if not allow_empty and not value.strip():
         errors.append(LineError(line, key, "a non-empty string", "an empty string"))
         return None
@@ -199,6 +226,9 @@ def _parse_messages(obj: dict[str, Any], line: int, errors: list[LineError]) -> 
     raw = obj["messages"]
     if not isinstance(raw, list) or not raw:
         errors.append(LineError(line, "messages", "a non-empty list of turns", _type_name(raw)))
+        return None
+    if len(raw) > MAX_TURNS:
+        errors.append(LineError(line, "messages", f"at most {MAX_TURNS} turns", str(len(raw))))
         return None
     turns: list[Message] = []
     before = len(errors)
@@ -215,6 +245,8 @@ def _parse_messages(obj: dict[str, Any], line: int, errors: list[LineError]) -> 
         content = turn.get("content")
         if not isinstance(content, str):
             errors.append(LineError(line, f"{where}.content", "a string", _type_name(content)))
+        elif not _is_unicode(content):
+            errors.append(LineError(line, f"{where}.content", TEXT_EXPECTED, LONE_SURROGATE))
         elif isinstance(role, str) and role in ROLES:
             turns.append(Message(role, content))
     if len(errors) > before:
@@ -259,6 +291,20 @@ def parse_line(text: str, line: int, errors: list[LineError]) -> Example | None:
     if not isinstance(obj, dict):
         errors.append(LineError(line, "(line)", "a JSON object", _type_name(obj)))
         return None
+    example = _parse_shape(obj, line, errors)
+    if example is None:
+        return None
+    answer = _string(obj, "answer", line, errors, allow_empty=False) if "answer" in obj else None
+    tag = _string(obj, "tag", line, errors, allow_empty=False) if "tag" in obj else None
+    if ("answer" in obj and answer is None) or ("tag" in obj and tag is None):
+        return None
+    if answer is not None and example.kind == "text":
+        errors.append(LineError(line, "answer", "no answer on a text example (it has no reply)"))
+        return None
+    return replace(example, answer=answer, tag=tag) if answer or tag else example
+
+
+def _parse_shape(obj: dict[str, Any], line: int, errors: list[LineError]) -> Example | None:
     if "messages" in obj:
         return _parse_messages(obj, line, errors)
     if "instruction" in obj or "output" in obj:

@@ -1,16 +1,22 @@
-"""Evaluation: mean token loss and perplexity on an eval set (base or base + adapter)."""
+"""Evaluation: mean token loss and perplexity on an eval set (base or base + adapter).
+
+``evaluate(..., accuracy=True)`` adds task accuracy (:mod:`cotune.training.accuracy`),
+so every report of a loss can carry whether the answers are right too.
+"""
 
 from __future__ import annotations
 
 import math
 import re
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import partial
+from typing import Any
 
 import torch
 from peft.tuners.lora import LoraLayer
 
+from cotune.training.accuracy import AccuracyResult, task_accuracy
 from cotune.training.base_model import BaseModel
 from cotune.training.data import Example
 from cotune.training.encoding import Batch, Encoded, collate, encode_all
@@ -31,15 +37,20 @@ class EvalResult:
     perplexity: float
     tokens: int
     examples: int
+    task_accuracy: AccuracyResult | None = None
+    """Greedy-reply accuracy, when it was measured."""
 
-    def to_dict(self) -> dict[str, float | int]:
-        """Plain JSON-able form."""
-        return {
+    def to_dict(self) -> dict[str, Any]:
+        """Plain JSON-able form (``task_accuracy`` only when measured)."""
+        out: dict[str, Any] = {
             "loss": self.loss,
             "perplexity": self.perplexity,
             "tokens": self.tokens,
             "examples": self.examples,
         }
+        if self.task_accuracy is not None:
+            out["task_accuracy"] = self.task_accuracy.to_dict()
+        return out
 
 
 def evaluate(
@@ -49,10 +60,20 @@ def evaluate(
     model: torch.nn.Module | None = None,
     batch_size: int = 16,
     max_length: int = 256,
+    accuracy: bool = False,
+    max_accuracy_prompts: int | None = None,
 ) -> EvalResult:
-    """Evaluate ``model`` (default: the base model) on ``examples``, one example per row."""
+    """Evaluate ``model`` (default: the base model) on ``examples``, one example per row.
+
+    With ``accuracy``, also the task accuracy of its greedy replies (on at most
+    ``max_accuracy_prompts`` of them).
+    """
     encoded = encode_all(examples, base.tokenizer, max_length)
-    return evaluate_encoded(base, encoded, model=model, batch_size=batch_size)
+    result = evaluate_encoded(base, encoded, model=model, batch_size=batch_size)
+    if not accuracy:
+        return result
+    scored = task_accuracy(base, examples, model=model, max_prompts=max_accuracy_prompts)
+    return replace(result, task_accuracy=scored)
 
 
 def evaluate_encoded(

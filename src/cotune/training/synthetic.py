@@ -312,8 +312,8 @@ def demo_data(
         for i, domain in enumerate(DOMAINS)
     }
     poisoned = {name: make(examples_per_contributor, seed + 1000) for name, make in POISONS.items()}
-    eval_set = [
-        record
+    eval_set = [  # tagged by sub-domain, so accuracy is reported per contributor's domain
+        record | {"tag": domain}
         for domain in DOMAINS
         for record in domain_examples(domain, eval_per_domain, seed + 10_000)
     ]
