@@ -131,7 +131,7 @@ def test_health_before_and_after_registration(setup: Setup, client: TestClient) 
 def test_limits_show_the_operators_caps(setup: Setup, client: TestClient) -> None:
     body = client.get("/limits").json()
     assert body == setup.aggregator.config.limits.to_dict()
-    assert body["max_contributors"] > 0 and body["max_session_seconds"] is None
+    assert body["max_contributors"] > 0 and body["max_session_seconds"] == 6 * 3600
 
 
 def test_enclave_unregistered(setup: Setup, client: TestClient) -> None:

@@ -162,6 +162,7 @@ def test_what_the_uploader_controls_is_unreadable_or_provenance(
     assert isinstance(refused, Refused)
     expected = Reason.PROVENANCE if case == "huge-header" else Reason.UNREADABLE
     assert refused.reason is expected, refused.error
+    assert refused.slash is (case != "corrupt")  # changed at rest: maybe not the uploader
 
 
 def test_a_header_claiming_a_billion_chunks_is_refused_at_once(

@@ -29,10 +29,24 @@ def test_a_million_epochs_is_refused_by_its_worst_case() -> None:
     assert any(p.startswith("worst-case training tokens") for p in problems), problems
 
 
-def test_max_steps_bounds_the_worst_case() -> None:
+def test_max_steps_sets_the_worst_case_whatever_the_epochs() -> None:
     spec = SessionSpec(hyperparams=LoraHyperparams(epochs=10**6, max_steps=1000))
     assert worst_case(spec, GateRules(), 3)["steps"] == 1000
     assert over_limits(spec, GateRules(), 3, DEFAULTS) == []
+    # The trainer runs exactly max_steps: one epoch does not bound it.
+    huge = SessionSpec(hyperparams=LoraHyperparams(epochs=1, max_steps=10**12))
+    assert worst_case(huge, GateRules(), 3)["steps"] == 10**12
+    problems = over_limits(huge, GateRules(), 3, DEFAULTS)
+    assert any(p.startswith("worst-case steps 1,000,000,000,000") for p in problems), problems
+
+
+def test_the_rank_is_capped() -> None:
+    wide = SessionSpec(hyperparams=LoraHyperparams(rank=4096, alpha=8192))
+    assert any(p.startswith("rank 4,096") for p in over_limits(wide, GateRules(), 2, DEFAULTS))
+    probes = GateRules(probe_rank=1024)
+    assert any(
+        p.startswith("rules.probe_rank") for p in over_limits(SessionSpec(), probes, 2, DEFAULTS)
+    )
 
 
 def test_the_token_cap_of_the_rules_lowers_the_worst_case() -> None:

@@ -144,13 +144,18 @@ class Session:
         return self.record()
 
     def assert_outcome(
-        self, rejected: Mapping[str, Reason], downloads: Path, *, absent: Iterable[str] = ()
+        self,
+        rejected: Mapping[str, Reason],
+        downloads: Path,
+        *,
+        absent: Iterable[str] = (),
+        unslashed: Iterable[str] = (),
     ) -> dict[str, Path]:
         """The session completed; ``rejected`` (address -> reason) rejected and slashed.
 
-        ``absent`` parties never got a submission in. Every other contributor was
-        accepted and downloads the same adapter; returns the download directories by
-        address.
+        ``unslashed`` rejected parties keep their stake (no certificate); ``absent``
+        parties never got a submission in. Every other contributor was accepted and
+        downloads the same adapter; returns the download directories by address.
         """
         record = self.record()
         assert record.stage is Stage.DONE, f"session {self.session_id}: {record.error}"
@@ -164,18 +169,22 @@ class Session:
         assert set(decisions) == {p.address for p in self.parties} - absent
         accepted = [p for p in self.parties if p.address not in {*rejected, *absent}]
         assert info.accepted_count == len(accepted)
+        unslashed = set(unslashed)
+        coordinator = self.env.owner.contracts.coordinator
         for address, reason in rejected.items():
             decision = decisions[address]
             assert not decision["accepted"]
             assert decision["reason_code"] == int(reason), decision
             assert decision["reason"] == reason.name.lower()
-            assert (
-                self.env.owner.contracts.coordinator.contribution(self.session_id, address).status
-                is ContributionStatus.SLASHED
-            )
+            status = coordinator.contribution(self.session_id, address).status
+            if address in unslashed:
+                assert status is ContributionStatus.SUBMITTED  # its stake back after the window
+                assert address not in {c["contributor"] for c in record.result["certificates"]}
+                continue
+            assert status is ContributionStatus.SLASHED
             assert address in record.result["slashed"]
-            assert self.env.owner.contracts.coordinator.claimable(self.session_id, address) == 0
-        assert sorted(record.result["slashed"]) == sorted(rejected)
+            assert coordinator.claimable(self.session_id, address) == 0
+        assert sorted(record.result["slashed"]) == sorted(set(rejected) - unslashed)
         out: dict[str, Path] = {}
         for party in accepted:
             decision = decisions[party.address]

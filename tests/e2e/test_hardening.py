@@ -14,18 +14,22 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, BinaryIO
 
 import pytest
+import requests
 
 import cotune.aggregator.pipeline as pipeline
 import cotune.aggregator.service as service
+from conftest import CHEAP_SPEC, jsonl
 from cotune.aggregator.pipeline import MAX_ATTEMPTS
 from cotune.aggregator.spec import SessionSpec
 from cotune.aggregator.state import Stage
 from cotune.chain.clients.coordinator import ContributionStatus, SessionState
+from cotune.chain.errors import ChainError
 from cotune.chain.limits import MAX_CONTRIBUTORS
 from cotune.sdk.client import SessionOptions, SessionOptionsError
 from cotune.storage.blob import BlobRef
 from cotune.storage.errors import StorageError
 from cotune.training.config import LoraHyperparams
+from cotune.training.rules import Reason
 
 if TYPE_CHECKING:
     from conftest import Env
@@ -167,3 +171,70 @@ def test_impossible_session_options_are_refused_before_anything_is_stored(
     with pytest.raises(SessionOptionsError, match="quorum"):
         env.owner.open_session(env.eval_set, options)
     assert env.store_files() == files
+
+
+def test_a_chain_fault_while_slashing_is_retried_not_forgiven(
+    env: Env, clean_files: list[bytes], monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    session = env.open_session(3)
+    *honest, bad = session.parties
+    for party, data in zip(honest, clean_files, strict=False):
+        session.submit_clean(party, data)
+    session.upload_and_commit(bad, session.encrypt(bad, b"not json\n{}\n"))
+    coordinator_type = type(env.aggregator.processor.contracts.coordinator)
+    real_slash = coordinator_type.slash_with_proof
+    faults = {"left": 1}
+
+    def flaky_slash(self: Any, *args: Any) -> Any:
+        if faults["left"]:
+            faults["left"] -= 1
+            raise ChainError("RPC: connection reset by peer")
+        return real_slash(self, *args)
+
+    monkeypatch.setattr(coordinator_type, "slash_with_proof", flaky_slash)
+    record = session.run()
+    assert record.stage is Stage.FINALIZED  # finalized, the slash still owed
+    assert record.faults == 1 and "connection reset" in (record.error or "")
+    assert session.status(bad) is ContributionStatus.SUBMITTED
+    _clock_ahead(monkeypatch, 20)
+    assert session.run().stage is Stage.DONE
+    session.assert_outcome({bad.address: Reason.INVALID_LINES}, tmp_path)
+
+
+def test_an_eval_set_with_nothing_to_score_fails_the_session_at_once(
+    env: Env, clean_files: list[bytes]
+) -> None:
+    parties = [env.party() for _ in range(2)]
+    eval_set = jsonl([{"instruction": "word " * 300, "output": "a"}] * 5)
+    session_id = env.owner.open_session(
+        eval_set,
+        SessionOptions(
+            enclave_id=env.enclave_id,
+            quorum=2,
+            max_contributors=2,
+            allow_list=tuple(p.address for p in parties),
+            pinned_measurement=env.measurement,
+            spec=CHEAP_SPEC,
+        ),
+    )
+    for party, data in zip(parties, clean_files, strict=False):
+        party.client.submit(session_id, data)
+    env.aggregator.poll()
+    record = env.aggregator.state.get(session_id)
+    assert record is not None and record.stage is Stage.FAILED
+    assert record.attempts == 1  # one try: the eval set is the owner's, retrying cannot help
+    assert "no eval example keeps a loss-carrying token" in (record.error or "")
+
+
+def test_a_chain_outage_while_watching_is_waited_out(
+    env: Env, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def down(*_args: Any) -> None:
+        raise requests.ConnectionError("connection refused")
+
+    monkeypatch.setattr(env.aggregator._watcher, "poll", down)
+    env.aggregator.poll()  # no exception: the daemon lives on
+    assert env.aggregator.watch_error == "ConnectionError: connection refused"
+    monkeypatch.undo()
+    env.aggregator.poll()
+    assert env.aggregator.watch_error is None

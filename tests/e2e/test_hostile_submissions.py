@@ -161,7 +161,9 @@ def test_every_hostile_submission_is_rejected_and_slashed_and_no_one_else_is(
     ]  # fmt: skip
     registered = subprocess.run(command, env=env, capture_output=True, text=True, timeout=300)
     assert registered.returncode == 0, registered.stderr[-3000:]
-    enclave_id = json.loads(registered.stdout.splitlines()[0])["enclave_id"]
+    started = json.loads(registered.stdout.splitlines()[0])
+    enclave_id = started["enclave_id"]
+    assert started["limits"]["max_contribution_bytes"] == 128 << 20  # the flag, applied
 
     store = LocalStore(storage)
     owner = Client(

@@ -34,7 +34,7 @@ from cotune.dataset.provenance import (
 )
 from cotune.dataset.versions import VERSION_LOG_NAME, VersionLog
 from cotune.sdk.provenance import verify_provenance
-from cotune.training.gate import Reason
+from cotune.training.gate import GateRules, Reason, probe_sample_seed
 
 PUBLISHER = Account.create()
 
@@ -105,6 +105,7 @@ def outcome(
             copier.address: Reason.CROSS_DUPLICATES,
         },
         work / "downloads",
+        unslashed=[copier.address],  # first to commit a public dataset is not its owner
     )
     return Outcome(session, honest, plain, copier, claim, clean_files[1], adapters[honest.address])
 
@@ -209,3 +210,21 @@ def test_reports_carry_salted_commitments_not_hashes(outcome: Outcome, env: Any)
     assert hashlib.sha256(outcome.plain_data).hexdigest() not in report
     decisions = outcome.session.decisions()
     assert decisions[outcome.plain.address]["evidence"]["dataset_commitment"] == plain["commitment"]
+
+
+def test_nothing_public_confirms_a_guess_of_anyones_data(outcome: Outcome, env: Any) -> None:
+    """Neither the probe seed (enclave-derived) nor an error names a plain data hash."""
+    session_id = outcome.session.session_id
+    decisions = outcome.session.decisions()
+    seeds = {d["evidence"].get("probe_sample_seed") for d in decisions.values()} - {None}
+    assert len(seeds) == 1
+    # The public recipe over the data's plain hashes does not give the enclave's seed.
+    assert probe_sample_seed(GateRules(), [outcome.plain_data]) not in seeds
+    public = json.dumps(env.owner.report(session_id))
+    logs = " ".join(line.message for line in env.aggregator.state.logs(session_id))
+    assert hashlib.sha256(outcome.plain_data).hexdigest() not in public + logs
+    # A claimed artifact's hash is public by the claim's design.
+    assert outcome.claim.signed.entry.artifact_sha256.hex() in public
+    errors = [str(d["evidence"].get("error")) for d in decisions.values()]
+    mismatched = [e for e in errors if "is not the signed artifact" in e]
+    assert mismatched and all("submitted data (" not in e for e in mismatched)

@@ -593,7 +593,7 @@ def test_a_contribution_over_a_size_cap_is_too_large_and_never_probed(
     assert (decision.accepted, decision.reason, decision.score) == (False, Reason.TOO_LARGE, None)
     assert why in decision.evidence
     if why == "tokens":
-        assert decision.evidence["tokens"] > 3_000
+        assert decision.evidence["tokens"] == "more than 3000"
     assert ("big", "probe") not in gate.progress
     assert gate.decision("small").reason is not Reason.TOO_LARGE
 
@@ -621,3 +621,100 @@ def test_the_gate_records_the_commitment_it_is_given(
     )
     assert report.decisions[0].evidence["dataset_commitment"] == f"a:{len(data)}"
     assert hashlib.sha256(data).hexdigest() not in json.dumps(report.to_dict())
+
+
+# ---- one contribution's data cannot break the gate for the others ------------------------------
+
+
+def test_a_lone_surrogate_is_an_invalid_line_of_its_contribution(
+    tiny_base: BaseModel, eval_examples: list[Example]
+) -> None:
+    records = domain_examples("units", 30, seed=11)
+    broken = to_jsonl(records) + b'{"text": "hello \\ud800 world"}\n'
+    gate = run(
+        tiny_base, [("broken", broken), ("clean", to_jsonl(domain_examples("clinic", 30, 12)))],
+        eval_examples,
+    )  # fmt: skip
+    assert gate.decision("broken").reason is Reason.INVALID_LINES
+    assert gate.decision("broken").evidence["invalid_lines"] == 1
+    assert gate.decision("clean").score is not None
+
+
+def test_whatever_a_contributions_data_raises_rejects_it_alone(
+    base: BaseModel, eval_examples: list[Example], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from cotune.training import gate as gate_module
+
+    real_encode = gate_module.encode_example
+    real_probe = gate_module._probe
+
+    def encode(example: Example, *args: Any) -> Any:
+        if "poison-encode" in example.canonical():
+            raise TypeError("TextEncodeInput must be Union[TextInputSequence, ...]")
+        return real_encode(example, *args)
+
+    def probe(*args: Any) -> Any:
+        if args[-1]["contributor"] == "bad_probe":  # its evidence names it
+            raise RuntimeError("probe exploded on this data")
+        return real_probe(*args)
+
+    monkeypatch.setattr(gate_module, "encode_example", encode)
+    monkeypatch.setattr(gate_module, "_probe", probe)
+    bad_encode = [{"text": f"poison-encode {i} " + "word " * 5} for i in range(30)]
+    gate = run(
+        base,
+        [
+            ("clean", to_jsonl(domain_examples("clinic", 30, seed=21))),
+            ("bad_encode", to_jsonl(bad_encode)),
+            ("bad_probe", to_jsonl(domain_examples("units", 30, seed=22))),
+        ],
+        eval_examples,
+    )
+    encode_failed, probe_failed = gate.decision("bad_encode"), gate.decision("bad_probe")
+    assert (encode_failed.reason, probe_failed.reason) == (Reason.INVALID_LINES,) * 2
+    assert encode_failed.evidence["encode_error"].startswith("TypeError: TextEncodeInput")
+    assert probe_failed.evidence["probe_error"] == "RuntimeError: probe exploded on this data"
+    assert gate.decision("clean").score is not None
+
+
+def test_when_every_probe_fails_it_is_the_systems_fault(
+    base: BaseModel, eval_examples: list[Example], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from cotune.training import gate as gate_module
+
+    def broken(*_args: Any, **_kwargs: Any) -> Any:
+        raise RuntimeError("CUDA error: out of memory")
+
+    monkeypatch.setattr(gate_module, "train_encoded", broken)
+    contributions = [(d, to_jsonl(domain_examples(d, 30, seed=31))) for d in ("clinic", "units")]
+    with pytest.raises(RuntimeError, match="out of memory"):
+        run(base, contributions, eval_examples)
+
+
+def test_an_eval_set_with_nothing_to_score_is_refused(tiny_base: BaseModel) -> None:
+    from cotune.training.gate import EvalSetError
+
+    too_long = to_examples([{"instruction": "word " * 300, "output": "a"}])
+    with pytest.raises(EvalSetError, match="no eval example keeps a loss-carrying token"):
+        run(tiny_base, [("a", to_jsonl(domain_examples("units", 30, 1)))], too_long)
+
+
+def test_an_oversized_contribution_stops_encoding_at_the_cap(
+    tiny_base: BaseModel, eval_examples: list[Example], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from cotune.training import gate as gate_module
+
+    calls = {"n": 0}
+    real_encode = gate_module.encode_example
+
+    def counted(*args: Any) -> Any:
+        calls["n"] += 1
+        return real_encode(*args)
+
+    monkeypatch.setattr(gate_module, "encode_example", counted)
+    big = to_jsonl(domain_examples("clinic", 200, seed=41))
+    rules = dataclasses.replace(RULES, max_tokens=2_000)
+    gate = run(tiny_base, [("big", big)], eval_examples, rules)
+    assert gate.decision("big").reason is Reason.TOO_LARGE
+    assert gate.decision("big").evidence["tokens"] == "more than 2000"
+    assert calls["n"] < 40  # stopped at the cap, not after all 200

@@ -59,6 +59,24 @@ def commitment_salt_info(
     )
 
 
+def probe_seed_info(
+    chain_id: int, coordinator: str, session_id: int, rules_seed: int, commitments: list[str]
+) -> bytes:
+    """Context the enclave derives its gate's probe-sample seed under.
+
+    It names every contribution by its salted commitment, so the seed changes with any of
+    them; derived from the enclave's secret, it confirms nothing about anyone's data.
+    """
+    return _context(
+        "probe-seed",
+        chain_id,
+        coordinator,
+        session=session_id,
+        rules_seed=rules_seed,
+        data=",".join(sorted(commitments)),
+    )
+
+
 def derive_salt(secret: bytes, info: bytes) -> bytes:
     """A 32-byte salt only the holder of ``secret`` can recompute (HMAC-SHA256)."""
     return hmac.new(secret, info, hashlib.sha256).digest()

@@ -9,6 +9,11 @@ under this session and contributor, or whose envelope does not parse (``unreadab
 a dataset claim that does not hold (``provenance``). Faults of the store itself
 (unreachable, timing out) raise :class:`~cotune.aggregator.faults.InfrastructureError`:
 the session is retried later and nobody is blamed.
+
+A blob whose bytes no longer match its content id was uploaded intact (the store names
+blobs by their hash) and changed at rest, by the store or by anyone who can write to
+it: its contributor is rejected but not slashed (``slash`` is false), and gets the stake
+back once the slash window closes.
 """
 
 from __future__ import annotations
@@ -30,7 +35,7 @@ from cotune.crypto.errors import CryptoError
 from cotune.crypto.hpke import HpkePublicKey, usable_public_key
 from cotune.dataset.provenance import DatasetClaim, ProvenanceError, unwrap_submission
 from cotune.storage.base import BlobStore
-from cotune.storage.errors import StorageError
+from cotune.storage.errors import BlobIntegrityError, StorageError
 from cotune.training.rules import GateRules, Reason
 
 
@@ -58,6 +63,8 @@ class Refused:
     submission: Submitted
     reason: Reason
     error: str
+    slash: bool = True
+    """False when the fault may not be the contributor's (bytes changed at rest)."""
 
     @property
     def contributor(self) -> str:
@@ -95,7 +102,7 @@ class Intake:
         try:
             return self._open(submission)
         except _RefusedError as refusal:
-            return Refused(submission, refusal.reason, refusal.error)
+            return Refused(submission, refusal.reason, refusal.error, refusal.slash)
         except (InfrastructureError, MemoryError):
             raise
         except Exception as exc:  # anything else these bytes did to us is their author's
@@ -143,12 +150,13 @@ class Intake:
 
 
 class _RefusedError(Exception):
-    """Internal: the contribution is rejected for ``reason``."""
+    """Internal: the contribution is rejected for ``reason`` (and slashed, or not)."""
 
-    def __init__(self, reason: Reason, error: str) -> None:
+    def __init__(self, reason: Reason, error: str, *, slash: bool = True) -> None:
         super().__init__(error)
         self.reason = reason
         self.error = error
+        self.slash = slash
 
 
 T = TypeVar("T")
@@ -163,4 +171,7 @@ def _storage(operation: Callable[[], T]) -> T:
     except StorageError as exc:
         if is_infrastructure_fault(exc):
             raise InfrastructureError(f"storage: {type(exc).__name__}: {exc}") from exc
-        raise _RefusedError(Reason.UNREADABLE, f"{type(exc).__name__}: {exc}") from None
+        slash = not isinstance(exc, BlobIntegrityError)  # changed at rest: maybe not theirs
+        raise _RefusedError(
+            Reason.UNREADABLE, f"{type(exc).__name__}: {exc}", slash=slash
+        ) from None

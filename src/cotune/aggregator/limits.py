@@ -48,21 +48,26 @@ class OperatorLimits:
     """Submissions one session may have."""
     max_contribution_bytes: int = 64 << 20
     """A session's rules may not let one contribution be larger (plaintext)."""
-    max_session_bytes: int = 4 << 30
-    """Submissions times the per-contribution cap: what one session may make us hold."""
+    max_session_bytes: int = 2 << 30
+    """Submissions times the per-contribution cap (ciphertext). Parsed, a contribution
+    takes about seven times its bytes in memory while the gate holds it."""
     max_seq_len: int = 4096
     """Tokens per training sequence."""
     max_batch_size: int = 256
     """Examples per optimisation step."""
+    max_rank: int = 64
+    """LoRA rank of the joint run and of the gate's probes (a step's cost grows with it)."""
+    max_eval_examples: int = 5_000
+    """Examples of the owner's eval set: every probe and the report evaluate all of them."""
     max_steps: int = 200_000
     """Optimisation steps of the joint run, in the worst case the spec and rules allow."""
     max_train_tokens: int = 500_000_000
     """Tokens of the joint run (every epoch), in the worst case."""
     max_probe_tokens: int = 200_000
     """Tokens of one contributor's gate probe (``probe_token_budget``)."""
-    max_session_seconds: float | None = None
+    max_session_seconds: float | None = 6 * 3600.0
     """Wall-clock budget of one session's run, on top of its training deadline (None: the
-    deadline alone)."""
+    deadline alone, which the owner chooses)."""
 
     def __post_init__(self) -> None:
         for spec in fields(self):
@@ -83,11 +88,13 @@ def worst_case(spec: SessionSpec, rules: GateRules, submissions: int) -> dict[st
     """
     hp = spec.hyperparams
     examples = submissions * rules.max_examples
-    steps = math.ceil(examples / hp.batch_size) * hp.epochs
-    if hp.max_steps is not None:
-        steps = min(steps, hp.max_steps)
-    per_epoch_tokens = min(examples * hp.seq_len, submissions * rules.max_tokens)
-    tokens = min(steps * hp.batch_size * hp.seq_len, per_epoch_tokens * hp.epochs)
+    if hp.max_steps is not None:  # the trainer runs exactly max_steps, whatever the epochs
+        steps = hp.max_steps
+        tokens = steps * hp.batch_size * hp.seq_len
+    else:
+        steps = math.ceil(examples / hp.batch_size) * hp.epochs
+        per_epoch_tokens = min(examples * hp.seq_len, submissions * rules.max_tokens)
+        tokens = min(steps * hp.batch_size * hp.seq_len, per_epoch_tokens * hp.epochs)
     return {
         "steps": steps,
         "train_tokens": tokens,
@@ -107,6 +114,8 @@ def over_limits(
          limits.max_contribution_bytes),
         ("seq_len", hp.seq_len, limits.max_seq_len),
         ("batch_size", hp.batch_size, limits.max_batch_size),
+        ("rank", hp.rank, limits.max_rank),
+        ("rules.probe_rank", rules.probe_rank, limits.max_rank),
         ("rules.probe_token_budget", rules.probe_token_budget, limits.max_probe_tokens),
         ("worst-case steps", cost["steps"], limits.max_steps),
         ("worst-case training tokens", cost["train_tokens"], limits.max_train_tokens),

@@ -27,7 +27,12 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from cotune.aggregator.bindings import eval_set_info, model_info, model_key_info
+from cotune.aggregator.bindings import (
+    eval_set_info,
+    model_info,
+    model_key_info,
+    probe_seed_info,
+)
 from cotune.aggregator.budget import SessionBudget
 from cotune.aggregator.enclave import DEV_MODE_WARNING, EnclaveKeys
 from cotune.aggregator.faults import (
@@ -43,7 +48,7 @@ from cotune.aggregator.state import Stage, StateStore
 from cotune.aggregator.workspace import plaintext_workspace
 from cotune.chain.clients.coordinator import ContributionStatus, SessionInfo, SessionState
 from cotune.chain.deployment import Contracts
-from cotune.chain.errors import ChainError, RevertError
+from cotune.chain.errors import RevertError
 from cotune.chain.events import Submitted
 from cotune.chain.statements import RejectionCertificate
 from cotune.crypto.errors import CryptoError
@@ -56,9 +61,9 @@ from cotune.training.adapter import build_manifest, save_adapter
 from cotune.training.base_model import BaseModel, load_base
 from cotune.training.data import DatasetValidationError, Example, load_dataset
 from cotune.training.evaluate import evaluate
-from cotune.training.gate import Decision, GateReport, run_gate
+from cotune.training.gate import Decision, EvalSetError, GateReport, run_gate
 from cotune.training.manifest import DatasetRecord
-from cotune.training.rules import GateRules
+from cotune.training.rules import GateRules, Reason
 from cotune.training.trainer import StepCallback, balance_sources, detach_lora, train_encoded
 
 FAULT_ENV = "COTUNE_FAULT_AT"
@@ -263,6 +268,7 @@ class SessionProcessor:
         run = _Run(session_id, spec, rules, budget, eval_examples, self.bases(spec.base_model))
         with clock.stage("gate"):
             report, decisions = self._gate(run, opened, refused)
+        opened = [replace(o, data=b"") for o in opened]  # the gate holds what it accepted
         fault_point("gated")
         accepted = report.accepted
         if not accepted:
@@ -308,7 +314,7 @@ class SessionProcessor:
         certificates = [
             self._certificate(session_id, d, submitted[d.contributor])
             for d in decisions
-            if not d.accepted
+            if not d.accepted and _slashable(d)
         ]
         return {
             "model_cid": model_ref.cid,
@@ -368,18 +374,25 @@ class SessionProcessor:
             run.budget.check("gate")
             self.log(session_id, f"gate: {stage} {who}")
 
-        report = run_gate(
-            run.base,
-            [(o.contributor, o.data) for o in opened],
-            run.eval_examples,
-            run.rules,
-            on_progress=on_progress,
-            seq_len=run.spec.hyperparams.seq_len,
-            commitment=lambda who, _data: commitments[who],
+        seed_info = probe_seed_info(
+            self.chain_id, self._coord, session_id, run.rules.seed, list(commitments.values())
         )
+        try:
+            report = run_gate(
+                run.base,
+                [(o.contributor, o.data) for o in opened],
+                run.eval_examples,
+                run.rules,
+                on_progress=on_progress,
+                seq_len=run.spec.hyperparams.seq_len,
+                commitment=lambda who, _data: commitments[who],
+                sample_seed="0x" + self.keys.derive_salt(seed_info).hex(),
+            )
+        except EvalSetError as exc:
+            raise SessionFailedError(f"the owner's eval set cannot be used: {exc}") from exc
         decisions = report.decisions + [
-            Decision(r.contributor, False, r.reason, None, 0, {"contributor": r.contributor,
-                                                                "error": r.error})
+            Decision(r.contributor, False, r.reason, None, 0,
+                     {"contributor": r.contributor, "error": r.error, "slashable": r.slash})
             for r in refused
         ]  # fmt: skip
         for d in decisions:
@@ -504,6 +517,11 @@ class SessionProcessor:
             raise SessionFailedError(f"the owner's eval set cannot be used: {exc}") from exc
         except (CryptoError, DatasetValidationError, ValueError) as exc:
             raise SessionFailedError(f"the owner's eval set cannot be used: {exc}") from exc
+        if len(examples) > self.limits.max_eval_examples:
+            raise SessionFailedError(
+                f"refused: the owner's eval set has {len(examples):,} examples, over this "
+                f"aggregator's cap of {self.limits.max_eval_examples:,}"
+            )
         return examples
 
     def _certificate(self, session_id: int, decision: Decision, sub: Submitted) -> dict[str, Any]:
@@ -558,9 +576,10 @@ class SessionProcessor:
                 continue  # slashed already, refunded, or never accepted as a submission
             try:
                 tx = coordinator.slash_with_proof(certificate, bytes.fromhex(raw["signature"]))
-            except (RevertError, ChainError) as exc:
+            except RevertError as exc:  # the chain refused it: retrying would not help
                 self.log(session_id, f"slash of {certificate.contributor} not sent: {exc}")
                 continue
+            # Any other chain error propagates: an outage, retried from this checkpoint.
             gas[f"slash:{certificate.contributor}"] = tx.gas_used
             slashed.append(certificate.contributor)
             fault_point("slash-sent")
@@ -571,6 +590,18 @@ class SessionProcessor:
         record = self.state.get(session_id)
         assert record is not None
         return record.result
+
+
+def _slashable(decision: Decision) -> bool:
+    """Whether a rejection costs its contributor the stake.
+
+    Not for a copy of an earlier contribution (the first to commit a public dataset is
+    not necessarily its owner: reject, pay nothing, take nothing), nor for a blob that
+    changed at rest after its upload.
+    """
+    if decision.reason is Reason.CROSS_DUPLICATES:
+        return False
+    return bool(decision.evidence.get("slashable", True))
 
 
 def _claimed_sha256(opened: Opened) -> str | None:

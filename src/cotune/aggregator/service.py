@@ -89,6 +89,8 @@ class Aggregator:
         self.contracts = Contracts.at(chain, deployment)
         self.bases = bases or BaseModels()
         self._processor: SessionProcessor | None = None
+        self.watch_error: str | None = None
+        """Why the last look for new sessions failed (a chain outage), if it did."""
         self._watcher = EventWatcher(
             chain,
             [deployment.coordinator],
@@ -167,8 +169,19 @@ class Aggregator:
                 self.state.log(event.session_id, f"quorum reached with {event.submitted}")
 
     def poll(self) -> list[int]:
-        """Queue new sessions, then run every unfinished one that is due; those that moved."""
-        self._watcher.poll(self._on_event)
+        """Queue new sessions, then run every unfinished one that is due; those that moved.
+
+        A chain outage while reading new events is logged and waited out (the cursor did
+        not move, so nothing is missed); sessions already queued still run.
+        """
+        try:
+            self._watcher.poll(self._on_event)
+        except Exception as exc:
+            if not is_infrastructure_fault(exc):
+                raise
+            self.watch_error = f"{type(exc).__name__}: {exc}"
+        else:
+            self.watch_error = None
         moved = []
         for record in self.state.sessions():
             if record.stage in (Stage.DONE, Stage.FAILED) or record.not_before > time.time():

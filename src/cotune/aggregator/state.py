@@ -249,7 +249,7 @@ class SqliteStateStore(StateStore):
             self._db.execute(
                 "UPDATE sessions SET stage = ?, updated_at = ?, error = ?, timestamps = ? "
                 "WHERE session_id = ?",
-                (Stage.FAILED.value, now, error, json.dumps(stamps), session_id),
+                (Stage.FAILED.value, now, _text(error), json.dumps(stamps), session_id),
             )
 
     def note_attempt(self, session_id: int, stage_name: str) -> None:
@@ -276,7 +276,7 @@ class SqliteStateStore(StateStore):
             self._db.execute(
                 f"UPDATE sessions SET {change}, error = ?, not_before = ?, updated_at = ? "  # noqa: S608
                 "WHERE session_id = ?",
-                (error, not_before, time.time(), session_id),
+                (_text(error), not_before, time.time(), session_id),
             )
             record = self._row(session_id)
         if record is None:
@@ -292,7 +292,8 @@ class SqliteStateStore(StateStore):
             )
 
     def log(self, session_id: int, message: str) -> LogLine:
-        """Append a line to a session's log."""
+        """Append a line to a session's log (text that is not valid Unicode, escaped)."""
+        message = _text(message)
         now = time.time()
         with self._lock:
             cursor = self._db.execute(
@@ -325,6 +326,11 @@ class SqliteStateStore(StateStore):
                 "ON CONFLICT(key) DO UPDATE SET value = excluded.value",
                 (key, value),
             )
+
+
+def _text(text: str) -> str:
+    """``text`` as SQLite stores it: UTF-8, with what is not valid Unicode escaped."""
+    return text.encode("utf-8", "backslashreplace").decode("utf-8")
 
 
 def _record(row: tuple[Any, ...]) -> SessionRecord:

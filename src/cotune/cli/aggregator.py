@@ -103,6 +103,13 @@ def run(
     max_batch_size: int = typer.Option(
         _LIMITS.max_batch_size, "--max-batch-size", min=1, help=_limits_help("examples per step")
     ),
+    max_rank: int = typer.Option(
+        _LIMITS.max_rank, "--max-rank", min=1, help=_limits_help("LoRA rank (joint and probes)")
+    ),
+    max_eval_examples: int = typer.Option(
+        _LIMITS.max_eval_examples, "--max-eval-examples", min=1,
+        help=_limits_help("examples of an owner's eval set"),
+    ),
     max_steps: int = typer.Option(
         _LIMITS.max_steps, "--max-steps", min=1, help=_limits_help("steps of the joint run")
     ),
@@ -114,9 +121,9 @@ def run(
         _LIMITS.max_probe_tokens, "--max-probe-tokens", min=1,
         help=_limits_help("tokens of one contributor's gate probe"),
     ),
-    max_session_minutes: float | None = typer.Option(
-        None, "--max-session-minutes", min=0.01,
-        help="Cap on wall-clock minutes one session may run [default: its training deadline].",
+    max_session_minutes: float = typer.Option(
+        (_LIMITS.max_session_seconds or 0) / 60, "--max-session-minutes", min=0.0,
+        help="Cap on wall-clock minutes one session may run (0: until its training deadline).",
     ),
 ) -> None:  # fmt: skip
     """Register the enclave if needed, then run every session that reaches quorum.
@@ -140,10 +147,12 @@ def run(
             max_session_bytes=int(max_session_gib * _GIB),
             max_seq_len=max_seq_len,
             max_batch_size=max_batch_size,
+            max_rank=max_rank,
+            max_eval_examples=max_eval_examples,
             max_steps=max_steps,
             max_train_tokens=max_train_tokens,
             max_probe_tokens=max_probe_tokens,
-            max_session_seconds=None if max_session_minutes is None else 60 * max_session_minutes,
+            max_session_seconds=60 * max_session_minutes if max_session_minutes else None,
         )
         service = _aggregator(chain, deployment, storage, data_dir, limits)
         operator = (

@@ -4,8 +4,9 @@ Chat examples go through the tokenizer's chat template with loss on assistant to
 only; ``text`` examples carry loss everywhere.
 
 Text is cut to ``MAX_CHARS_PER_TOKEN`` characters per token of the sequence length
-*before* it is tokenised, and rendering stops once the sequence is full, so a hostile
-megabyte-long line costs what an example at the sequence length costs.
+*before* it is tokenised, and rendering stops once the sequence is full or the rendered
+conversation is that long, so a hostile megabyte-long line, or one of hundreds of empty
+turns, costs what an example at the sequence length costs.
 """
 
 from __future__ import annotations
@@ -73,7 +74,7 @@ def encode_example(
     turns = [{"role": m.role, "content": m.content[:keep]} for m in example.messages]
     rendered = ""
     for i, turn in enumerate(turns):
-        if len(ids) >= max_length:
+        if len(ids) >= max_length or len(rendered) > keep:
             break  # later turns fall past the truncation
         if turn["role"] != "assistant":
             continue
@@ -81,7 +82,8 @@ def encode_example(
         full = _chat(tokenizer, turns[: i + 1], prompt=False)
         if not prompt.startswith(rendered) or not full.startswith(prompt):
             raise ValueError("the chat template does not render turns as a growing prefix")
-        context, reply = prompt[len(rendered) :], full[len(prompt) :]
+        # What lies past ``keep`` characters lies past the truncation: never tokenised.
+        context, reply = prompt[len(rendered) :][:keep], full[len(prompt) :][:keep]
         context_ids, reply_ids = _ids(tokenizer, context), _ids(tokenizer, reply)
         ids += context_ids + reply_ids
         labels += [IGNORE_INDEX] * len(context_ids) + reply_ids

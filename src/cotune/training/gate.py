@@ -31,10 +31,14 @@ from peft import PeftModel
 from cotune.training.base_model import BaseModel
 from cotune.training.config import LoraHyperparams
 from cotune.training.data import Example, validate_bytes
-from cotune.training.encoding import Encoded, encode_all
+from cotune.training.encoding import Encoded, encode_all, encode_example
 from cotune.training.evaluate import EvalResult, TopLayerEval
 from cotune.training.rules import SCORE_SCALE, GateRules, Reason
 from cotune.training.trainer import detach_lora, train_encoded
+
+
+class EvalSetError(ValueError):
+    """The owner's eval set cannot score anything (no example keeps a label)."""
 
 
 @dataclass(frozen=True)
@@ -165,6 +169,7 @@ def run_gate(
     on_progress: ProgressCallback | None = None,
     seq_len: int = LoraHyperparams.seq_len,
     commitment: Commitment = sha256_commitment,
+    sample_seed: str | None = None,
 ) -> GateReport:
     """Decide on every ``(contributor, jsonl bytes)``; nothing failing a check is trained on.
 
@@ -172,7 +177,14 @@ def run_gate(
     (the session's training length): its tokens are counted against ``max_tokens``, its
     probe trains on a sample of them, and the joint run can train on them
     (``accepted_encoded``). ``commitment`` is what the public evidence says of each
-    contribution's bytes (the enclave passes a salted one; the default is its SHA-256).
+    contribution's bytes (the enclave passes a salted one; the default is its SHA-256);
+    ``sample_seed`` seeds every probe's sample (default :func:`probe_sample_seed`, which
+    anyone holding all the data can recompute; the enclave passes one only it can).
+
+    Whatever one contribution's data makes encoding or its probe raise rejects that
+    contributor alone (``invalid_lines``, with the error in its evidence); a failure of
+    every probe is not theirs but the system's, and is raised. ``EvalSetError`` when the
+    eval set leaves nothing to score.
     """
     notify = on_progress or (lambda _who, _stage: None)
     depth = int(base.model.config.num_hidden_layers)
@@ -182,6 +194,10 @@ def run_gate(
             f"but the base model has {depth} layers"
         )
     eval_encoded = encode_all(eval_examples, base.tokenizer, LoraHyperparams.seq_len)
+    if not eval_encoded:
+        raise EvalSetError(
+            f"no eval example keeps a loss-carrying token within {LoraHyperparams.seq_len} tokens"
+        )
     # Probes adapt the top layers only: the layers below run on the eval set once.
     evaluator = TopLayerEval(base, eval_encoded, rules.probe_last_layers)
     base_eval = evaluator.base_eval
@@ -198,7 +214,6 @@ def run_gate(
         evidence[contributor] = {
             "contributor": contributor,
             "dataset_commitment": commitment(contributor, data),
-            "bytes": len(data),
             "examples": len(examples),
             "invalid_lines": report.invalid,
             "invalid_rate": round(report.invalid_rate, 6),
@@ -218,6 +233,7 @@ def run_gate(
         evidence[contributor]["cross_duplicate_rate"] = round(shared, 6)
         if evidence[contributor]["invalid_lines"] == 0:
             earlier |= unique
+    del normalised, earlier
     encoded: dict[str, list[Encoded]] = {}
     for contributor, _ in contributions:
         verdicts[contributor] = _structural_reason(evidence[contributor], rules)
@@ -226,45 +242,42 @@ def run_gate(
             verdicts[contributor], encoded[contributor] = _encode_contribution(
                 base, parsed[contributor], seq_len, rules, evidence[contributor]
             )
+        if verdicts[contributor] is not Reason.ACCEPTED:
+            parsed[contributor] = []  # rejected: nothing of it is needed any more
 
-    sample_seed = probe_sample_seed(rules, [data for _, data in contributions])
+    if sample_seed is None:
+        sample_seed = probe_sample_seed(rules, [data for _, data in contributions])
     scores: dict[str, float] = {}
+    failures: list[BaseException] = []
+    probed = 0
     adapter: PeftModel | None = None  # one set of LoRA layers, re-initialised per probe
     try:
         for contributor, _ in contributions:
             if verdicts[contributor] is not Reason.ACCEPTED:
                 continue
             notify(contributor, "probe")
-            mine = encoded[contributor]
+            probed += 1
             hp = replace(rules.probe_hyperparams(len(parsed[contributor])), seq_len=seq_len)
-            # The probe sees a sample of what it has the steps for.
-            wanted = (hp.max_steps or 1) * hp.batch_size
-            sample = random.Random(sample_seed).sample(mine, min(wanted, len(mine)))
-            result = train_encoded(
-                base, sample, hp, token_budget=rules.probe_token_budget, adapter=adapter
-            )
-            adapter = result.model
-            # The first step ran the base model alone on the contribution's first batch.
-            data_loss_ratio = result.first_loss / base_eval.loss
-            evidence[contributor] |= {
-                "probe_sample_seed": sample_seed,
-                "probe_steps": result.steps,
-                "probe_tokens": result.tokens,
-                "data_loss": round(result.first_loss, 6),
-                "data_loss_ratio": round(data_loss_ratio, 6),
-            }
-            if data_loss_ratio > rules.max_data_loss_ratio:
-                verdicts[contributor] = Reason.UNINTELLIGIBLE
+            evidence[contributor]["probe_sample_seed"] = sample_seed
+            try:
+                adapter = _probe(
+                    base, evaluator, encoded[contributor], hp, sample_seed, rules, adapter,
+                    evidence[contributor],
+                )  # fmt: skip
+            except Exception as exc:  # this contribution's data broke its probe
+                failures.append(exc)
+                verdicts[contributor] = Reason.INVALID_LINES
+                evidence[contributor]["probe_error"] = f"{type(exc).__name__}: {exc}"
                 continue
-            probe = evaluator.evaluate(adapter)
-            scores[contributor] = base_eval.loss - probe.loss
-            evidence[contributor] |= {
-                "probe_eval_loss": round(probe.loss, 6),
-                "score": round(scores[contributor], 6),
-            }
+            if "score" not in evidence[contributor]:
+                verdicts[contributor] = Reason.UNINTELLIGIBLE
+            else:
+                scores[contributor] = evidence[contributor]["score"]
     finally:
         if adapter is not None:
             detach_lora(adapter)
+    if failures and len(failures) == probed:
+        raise failures[0]  # every probe failed: the system's fault, not the contributors'
 
     threshold, score_verdicts = judge_scores(scores, rules)
     for contributor, reason in score_verdicts.items():
@@ -301,6 +314,42 @@ def run_gate(
     )
 
 
+def _probe(
+    base: BaseModel,
+    evaluator: TopLayerEval,
+    encoded: list[Encoded],
+    hp: LoraHyperparams,
+    sample_seed: str,
+    rules: GateRules,
+    adapter: PeftModel | None,
+    evidence: dict[str, Any],
+) -> PeftModel:
+    """Train one contributor's probe and score it into ``evidence`` (no score: unintelligible).
+
+    Returns the LoRA layers, attached, for the next probe to re-use.
+    """
+    # The probe sees a sample of what it has the steps for.
+    wanted = (hp.max_steps or 1) * hp.batch_size
+    sample = random.Random(sample_seed).sample(encoded, min(wanted, len(encoded)))
+    result = train_encoded(base, sample, hp, token_budget=rules.probe_token_budget, adapter=adapter)
+    base_loss = evaluator.base_eval.loss
+    # The first step ran the base model alone on the contribution's first batch.
+    data_loss_ratio = result.first_loss / base_loss
+    evidence |= {
+        "probe_steps": result.steps,
+        "probe_tokens": result.tokens,
+        "data_loss": round(result.first_loss, 6),
+        "data_loss_ratio": round(data_loss_ratio, 6),
+    }
+    if data_loss_ratio <= rules.max_data_loss_ratio:
+        probe = evaluator.evaluate(result.model)
+        evidence |= {
+            "probe_eval_loss": round(probe.loss, 6),
+            "score": round(base_loss - probe.loss, 6),
+        }
+    return result.model
+
+
 def _encode_contribution(
     base: BaseModel,
     examples: Sequence[Example],
@@ -308,16 +357,29 @@ def _encode_contribution(
     rules: GateRules,
     evidence: dict[str, Any],
 ) -> tuple[Reason, list[Encoded]]:
-    """Encode one contribution; its verdict so far (tokens over the cap, nothing left...)."""
+    """Encode one contribution; its verdict so far (tokens over the cap, nothing left...).
+
+    Stops as soon as the tokens pass ``max_tokens``, so an oversized contribution costs
+    no more than the cap.
+    """
+    encoded: list[Encoded] = []
+    tokens = 0
     try:
-        encoded = encode_all(examples, base.tokenizer, seq_len)
-    except ValueError as exc:  # the chat template cannot render this contribution's turns
-        evidence["encode_error"] = str(exc)
+        for example in examples:
+            one = encode_example(example, base.tokenizer, seq_len)
+            tokens += len(one.input_ids)
+            if tokens > rules.max_tokens:
+                evidence["tokens"] = f"more than {rules.max_tokens}"
+                return Reason.TOO_LARGE, []
+            if one.loss_tokens > 0:
+                encoded.append(one)
+    except MemoryError:
+        raise
+    except Exception as exc:  # this contribution's turns break the chat template, say
+        evidence["encode_error"] = f"{type(exc).__name__}: {exc}"
         return Reason.INVALID_LINES, []
-    evidence["tokens"] = sum(len(e.input_ids) for e in encoded)
+    evidence["tokens"] = tokens
     evidence["examples_with_labels"] = len(encoded)
-    if evidence["tokens"] > rules.max_tokens:
-        return Reason.TOO_LARGE, []
     if not encoded:  # every prompt fills the sequence before its answer starts
         evidence["probe_error"] = (
             f"no training example has a loss-carrying token within {seq_len} tokens"
