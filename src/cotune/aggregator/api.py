@@ -331,6 +331,7 @@ def create_app(
             "chain_id": None,
             "block": None,
             "enclave_registered": aggregator.enclave_id is not None,
+            "watch_error": aggregator.watch_error,
             "dev_mode": True,
             "warning": DEV_MODE_WARNING,
         }

@@ -216,15 +216,10 @@ def _remaining(source: BinaryIO) -> int | None:
 
 
 def _plaintext_length(source: BinaryIO) -> int:
-    try:
-        position = source.tell()
-        end = source.seek(0, io.SEEK_END)
-        source.seek(position)
-    except (OSError, io.UnsupportedOperation) as exc:
-        raise ValueError(
-            "encrypt_stream needs a seekable source or an explicit plaintext_length"
-        ) from exc
-    return end - position
+    left = _remaining(source)
+    if left is None:
+        raise ValueError("encrypt_stream needs a seekable source or an explicit plaintext_length")
+    return left
 
 
 def encrypt_stream(
